@@ -1,0 +1,72 @@
+//! The [`Cache`] trait: a response cache backend.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::types::ChatResponse;
+
+/// A 32-byte cache key (a BLAKE3 digest of the request's output-affecting fields and its
+/// tenant partition; see `llmops-cost`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    /// The key as lowercase hex.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.to_hex())
+    }
+}
+
+/// A cached answer.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CachedResponse {
+    /// The complete response (a streamed answer is stored folded into one).
+    pub response: ChatResponse,
+    /// When it was stored.
+    pub stored_at: SystemTime,
+}
+
+impl CachedResponse {
+    /// Wraps a response stored now.
+    pub fn new(response: ChatResponse) -> Self {
+        Self { response, stored_at: SystemTime::now() }
+    }
+}
+
+/// A response cache backend (in memory, Redis...).
+///
+/// # Contract
+///
+/// - Keys already include the tenant partition; a backend never needs to know tenants, and
+///   must never return an entry stored under another key.
+/// - `get` after a successful `put` returns the entry until its TTL passes or it is evicted;
+///   a backend may evict at any time (a cache is allowed to forget, never to lie).
+/// - Errors are backend failures (Redis down); callers treat them as misses and count them.
+#[async_trait]
+pub trait Cache: Send + Sync {
+    /// Looks up an entry.
+    async fn get(&self, key: &CacheKey) -> Result<Option<Arc<CachedResponse>>>;
+
+    /// Stores an entry for at most `ttl` (the backend's default when `None`).
+    async fn put(&self, key: CacheKey, value: Arc<CachedResponse>, ttl: Option<Duration>)
+    -> Result<()>;
+
+    /// Removes an entry, if present.
+    async fn remove(&self, key: &CacheKey) -> Result<()>;
+}
