@@ -1,0 +1,351 @@
+//! The OpenAI-compatible HTTP edge: an axum [`Router`] over a [`Gateway`].
+//!
+//! Routes: `POST /v1/chat/completions` (JSON or server-sent events), `POST /v1/embeddings`,
+//! `GET /v1/models`, `GET /health`. Every failure — a body that is not JSON, an unknown
+//! model, a budget refusal, an upstream outage — is answered with the OpenAI error JSON
+//! (`{"error": {"message", "type", "code", "param"}}`) and the status
+//! [`Error::http_status`](llmops_core::Error::http_status) gives; nothing panics and no
+//! request hangs past its deadline.
+//!
+//! Streams: the edge waits for the first chunk before it commits to a 200, so a stream that
+//! fails before any output is still an ordinary HTTP error. After that, a failure is sent as
+//! a final `data: {"error": ...}` event (which the OpenAI SDKs raise on) and no `[DONE]`
+//! follows: a broken stream never looks like a finished one. The edge always asks the
+//! pipeline for usage (`stream_options.include_usage`), so accounting layers see it, and
+//! strips the usage chunk again when the client did not ask for it. When the client goes
+//! away, the response stream is dropped, which drops the pipeline's stream and cancels the
+//! upstream request.
+
+mod sse;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use llmops_core::{
+    EmbeddingRequest, Error, ErrorKind, LlmRequest, LlmResponse, ModelList, PromptRef,
+    RequestContext, ResponseBody, ResponseMeta, StreamOptions, TraceContext, json_error,
+    parse_chat_request,
+};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::gateway::Gateway;
+
+/// Header naming the target that answered.
+pub const HEADER_PROVIDER: &str = "x-llmops-provider";
+/// Header counting upstream attempts.
+pub const HEADER_ATTEMPTS: &str = "x-llmops-attempts";
+/// Header carrying the request id.
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+/// Header naming the prompt template of the request.
+pub const HEADER_PROMPT_ID: &str = "x-llmops-prompt-id";
+/// Header naming the prompt template's version.
+pub const HEADER_PROMPT_VERSION: &str = "x-llmops-prompt-version";
+
+/// The edge's router, ready to serve or to nest in a larger axum application.
+pub fn router(gateway: Gateway) -> Router {
+    let limit = gateway.max_body_bytes();
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(gateway)
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+}
+
+/// Turns an error into the OpenAI-style error response.
+pub fn error_response(err: &Error, request_id: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&err.to_body()).unwrap_or_default();
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut().insert(HEADER_REQUEST_ID, id);
+    }
+    resp
+}
+
+/// Builds the request context from the headers: authentication (virtual key → tenant),
+/// request id, trace context and prompt template reference.
+pub fn request_context(gw: &Gateway, headers: &HeaderMap) -> Result<RequestContext, Error> {
+    let mut ctx = RequestContext::new().with_timeout(gw.request_timeout());
+    if let Some(id) = header_str(headers, HEADER_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        ctx = ctx.with_request_id(id);
+    }
+    if gw.requires_key() {
+        let presented = header_str(headers, header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(secret) = presented.filter(|s| !s.is_empty()) else {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                "missing API key: send it as `Authorization: Bearer <key>`",
+            ));
+        };
+        let Some(key) = gw.authenticate(secret) else {
+            return Err(Error::new(ErrorKind::Auth, "invalid API key"));
+        };
+        ctx = ctx.with_tenant(key.tenant.clone()).with_api_key_id(key.id.clone());
+    }
+    if let Some(tp) = header_str(headers, "traceparent")
+        && let Some(trace) = TraceContext::parse(tp, header_str(headers, "tracestate"))
+    {
+        ctx = ctx.with_trace(trace);
+    }
+    if let Some(id) = header_str(headers, HEADER_PROMPT_ID) {
+        let version = header_str(headers, HEADER_PROMPT_VERSION).unwrap_or("unversioned");
+        ctx = ctx.with_prompt(PromptRef::new(id, version));
+    }
+    Ok(ctx)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn body_error(rej: &BytesRejection, limit: usize) -> Error {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    } else {
+        Error::invalid_request(format!("request body could not be read: {rej}"), None)
+    }
+}
+
+fn unknown_model(gw: &Gateway, model: &str) -> Error {
+    Error::new(
+        ErrorKind::ModelNotFound,
+        format!(
+            "model `{model}` does not exist on this gateway; available models: {}",
+            gw.model_names().join(", ")
+        ),
+    )
+    .with_param("model")
+}
+
+fn meta_headers(resp: &mut Response, meta: &ResponseMeta, ctx_request_id: &str) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(ctx_request_id) {
+        h.insert(HEADER_REQUEST_ID, v);
+    }
+    if let Some(p) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert(HeaderName::from_static(HEADER_PROVIDER), p);
+    }
+    h.insert(HeaderName::from_static(HEADER_ATTEMPTS), HeaderValue::from(meta.attempts));
+    for (name, value) in &meta.headers {
+        h.insert(name.clone(), value.clone());
+    }
+}
+
+async fn chat_completions(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let ctx = match request_context(&gw, &headers) {
+        Ok(ctx) => ctx,
+        Err(e) => return error_response(&e, None),
+    };
+    let request_id: Arc<str> = ctx.request_id.clone();
+    let fail = |e: Error| error_response(&e, Some(&request_id));
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => return fail(body_error(&rej, gw.max_body_bytes())),
+    };
+    let mut req = match parse_chat_request(&body) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let Some(service) = gw.service(&req.model) else {
+        return fail(unknown_model(&gw, &req.model));
+    };
+    let mut ctx = ctx;
+    if let Some(user) = &req.user {
+        ctx = ctx.with_user(user.as_str());
+    }
+    let deadline = ctx.deadline;
+    let stream = req.is_stream();
+    let client_wants_usage = req.include_usage();
+    if stream {
+        let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+        opts.include_usage = Some(true);
+    }
+    let call = service.oneshot(LlmRequest::chat(ctx, req));
+    let result = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "the request's deadline passed")),
+        },
+        None => call.await,
+    };
+    let LlmResponse { body, meta, .. } = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match body {
+        ResponseBody::Chat(resp) => {
+            let json = match serde_json::to_vec(&resp) {
+                Ok(j) => j,
+                Err(e) => return fail(Error::internal(format!("cannot encode response: {e}"))),
+            };
+            let mut out =
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+            meta_headers(&mut out, &meta, &request_id);
+            out
+        }
+        ResponseBody::ChatStream(mut s) => {
+            // Peek the first chunk: an error before any output is still an HTTP error.
+            let first = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, s.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        return fail(Error::new(
+                            ErrorKind::Timeout,
+                            "no response from upstream before the request's deadline",
+                        ));
+                    }
+                },
+                None => s.next().await,
+            };
+            let first = match first {
+                Some(Ok(chunk)) => Some(chunk),
+                Some(Err(e)) => return fail(e),
+                None => None,
+            };
+            let body = sse::encode(first, s, client_wants_usage, deadline);
+            let mut out = Response::new(Body::from_stream(body));
+            let h = out.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            meta_headers(&mut out, &meta, &request_id);
+            out
+        }
+        _ => fail(Error::internal("the pipeline answered a chat request with another kind")),
+    }
+}
+
+async fn embeddings(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let ctx = match request_context(&gw, &headers) {
+        Ok(ctx) => ctx,
+        Err(e) => return error_response(&e, None),
+    };
+    let request_id: Arc<str> = ctx.request_id.clone();
+    let fail = |e: Error| error_response(&e, Some(&request_id));
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => return fail(body_error(&rej, gw.max_body_bytes())),
+    };
+    let req: EmbeddingRequest = match std::str::from_utf8(&body)
+        .map_err(|e| {
+            Error::invalid_request(
+                format!("request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                None,
+            )
+        })
+        .and_then(|text| serde_json::from_str(text).map_err(|e| json_error(&e)))
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = req.validate() {
+        return fail(e);
+    }
+    let Some(service) = gw.service(&req.model) else {
+        return fail(unknown_model(&gw, &req.model));
+    };
+    let deadline = ctx.deadline;
+    let call = service.oneshot(LlmRequest::embeddings(ctx, req));
+    let result = match deadline {
+        Some(d) => tokio::time::timeout_at(d, call)
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "the request's deadline passed"))),
+        None => call.await,
+    };
+    match result {
+        Ok(LlmResponse { body: ResponseBody::Embeddings(resp), meta, .. }) => {
+            match serde_json::to_vec(&resp) {
+                Ok(json) => {
+                    let mut out = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json)
+                        .into_response();
+                    meta_headers(&mut out, &meta, &request_id);
+                    out
+                }
+                Err(e) => fail(Error::internal(format!("cannot encode response: {e}"))),
+            }
+        }
+        Ok(_) => fail(Error::internal("the pipeline answered an embeddings request with another kind")),
+        Err(e) => fail(e),
+    }
+}
+
+async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(e) = request_context(&gw, &headers) {
+        return error_response(&e, None);
+    }
+    axum::Json(ModelList::new(gw.models())).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let err = Error::new(
+        ErrorKind::InvalidRequest,
+        format!(
+            "no route for {}: this gateway serves /v1/chat/completions, /v1/embeddings, \
+             /v1/models and /health",
+            uri.path()
+        ),
+    )
+    .with_code("not_found");
+    let mut resp = error_response(&err, None);
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let err = Error::new(
+        ErrorKind::InvalidRequest,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+    .with_code("method_not_allowed");
+    let mut resp = error_response(&err, None);
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}
