@@ -46,7 +46,11 @@ impl GatewayFile {
 
     /// The serving sections.
     pub(crate) fn serve_config(&self) -> ServeConfig {
-        ServeConfig::new(self.server.clone(), self.providers.clone(), self.models.clone())
+        ServeConfig::new(
+            self.server.clone(),
+            self.providers.clone(),
+            self.models.clone(),
+        )
     }
 }
 
@@ -99,9 +103,11 @@ mod tests {
         assert!(err.contains("gw.toml"), "{err}");
         assert!(err.contains("lisen"), "{err}");
 
-        let err = parse("[providers.local]\nkind = \"sim\"\ncolour = 1\n[models.m]\ntargets=[\"local/x\"]\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            "[providers.local]\nkind = \"sim\"\ncolour = 1\n[models.m]\ntargets=[\"local/x\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("colour"), "{err}");
         let err = parse("[bogus]\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");

@@ -1,6 +1,8 @@
 //! `llmops serve` as a user runs it: the binary, its startup line, its config errors, and the
 //! official OpenAI Python SDK against it.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,14 +30,19 @@ fn start(extra: &[&str]) -> Gateway {
         .expect("spawn llmops");
     let stderr = child.stderr.take().expect("stderr");
     let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).expect("read startup line");
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("read startup line");
     let addr = line
         .split("http://")
         .nth(1)
         .and_then(|rest| rest.split("/v1").next())
         .unwrap_or_else(|| panic!("unexpected startup line: {line:?}"))
         .to_owned();
-    Gateway { child, base: format!("http://{addr}/v1") }
+    Gateway {
+        child,
+        base: format!("http://{addr}/v1"),
+    }
 }
 
 #[test]
@@ -46,7 +53,9 @@ fn startup_line_says_what_is_served() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
@@ -58,9 +67,21 @@ fn bad_config_never_starts_a_server() {
     let dir = std::env::temp_dir().join(format!("llmops-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
-        ("unknown key", "[server]\nlisten = \"127.0.0.1:0\"\ntimeout = 3\n[models.sim]\ntargets = [\"local/sim-1\"]\n", "timeout"),
-        ("unknown provider", "[models.sim]\ntargets = [\"ghost/sim-1\"]\n", "ghost"),
-        ("bad target", "[providers.local]\nkind = \"sim\"\n[models.sim]\ntargets = [\"sim-1\"]\n", "sim-1"),
+        (
+            "unknown key",
+            "[server]\nlisten = \"127.0.0.1:0\"\ntimeout = 3\n[models.sim]\ntargets = [\"local/sim-1\"]\n",
+            "timeout",
+        ),
+        (
+            "unknown provider",
+            "[models.sim]\ntargets = [\"ghost/sim-1\"]\n",
+            "ghost",
+        ),
+        (
+            "bad target",
+            "[providers.local]\nkind = \"sim\"\n[models.sim]\ntargets = [\"sim-1\"]\n",
+            "sim-1",
+        ),
         ("not TOML", "[server\n", "TOML"),
     ];
     for (what, text, needle) in cases {
@@ -74,7 +95,10 @@ fn bad_config_never_starts_a_server() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
         assert!(err.contains(needle), "{what}: {err}");
-        assert!(err.contains(path.to_str().unwrap()), "{what}: error must name the file: {err}");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "{what}: error must name the file: {err}"
+        );
         assert!(!err.contains("listening"), "{what}: {err}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_llmops"))
@@ -107,7 +131,11 @@ fn http_get(url: &str) -> String {
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -129,11 +157,25 @@ fn official_openai_python_sdk_works_unchanged() {
     let gw = start(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
     let started = Instant::now();
-    let out = Command::new(&python).arg(script).arg(&gw.base).output().unwrap();
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(&gw.base)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed after {:?}:\n{stdout}\n{stderr}", started.elapsed());
-    for check in ["chat: ok", "stream: ok", "embeddings: ok", "models: ok", "unknown model: ok"] {
+    assert!(
+        out.status.success(),
+        "SDK check failed after {:?}:\n{stdout}\n{stderr}",
+        started.elapsed()
+    );
+    for check in [
+        "chat: ok",
+        "stream: ok",
+        "embeddings: ok",
+        "models: ok",
+        "unknown model: ok",
+    ] {
         assert!(stdout.contains(check), "missing {check:?} in:\n{stdout}");
     }
 }

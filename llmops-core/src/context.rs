@@ -128,7 +128,8 @@ impl RequestContext {
 
     /// Time left before the deadline (`None` when there is no deadline; zero when passed).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -145,7 +146,10 @@ pub struct PromptRef {
 impl PromptRef {
     /// A reference to template `id` at `version`.
     pub fn new(id: impl Into<Arc<str>>, version: impl Into<Arc<str>>) -> Self {
-        Self { id: id.into(), version: version.into() }
+        Self {
+            id: id.into(),
+            version: version.into(),
+        }
     }
 }
 
@@ -174,7 +178,9 @@ impl TraceContext {
             && parts[1].len() == 32
             && parts[2].len() == 16
             && parts[3].len() == 2
-            && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+            && parts
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
             && parts[1].bytes().any(|b| b != b'0')
             && parts[2].bytes().any(|b| b != b'0');
         ok.then(|| Self {
@@ -203,18 +209,27 @@ mod tests {
 
     #[test]
     fn traceparent_is_validated() {
-        let ok = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None)
-            .unwrap();
+        let ok = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        )
+        .unwrap();
         assert_eq!(ok.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(TraceContext::parse("00-0000-00f067aa0ba902b7-01", None).is_none());
         assert!(
-            TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None)
-                .is_none()
+            TraceContext::parse(
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                None
+            )
+            .is_none()
         );
     }
 
     #[test]
     fn request_ids_are_unique() {
-        assert_ne!(RequestContext::new().request_id, RequestContext::new().request_id);
+        assert_ne!(
+            RequestContext::new().request_id,
+            RequestContext::new().request_id
+        );
     }
 }

@@ -290,7 +290,10 @@ impl Error {
 
     /// The stable code used in the OpenAI-style error body.
     pub fn code(&self) -> &str {
-        self.inner.code.as_deref().unwrap_or_else(|| self.inner.kind.as_str())
+        self.inner
+            .code
+            .as_deref()
+            .unwrap_or_else(|| self.inner.kind.as_str())
     }
 
     /// What a caller may do about this error.
@@ -311,14 +314,18 @@ impl Error {
             K::Overloaded | K::ServerError | K::Timeout | K::Connect | K::Decode => {
                 Retryability::Retry
             }
-            K::StreamInterrupted { after_first_event: false } => Retryability::Retry,
+            K::StreamInterrupted {
+                after_first_event: false,
+            } => Retryability::Retry,
             K::QuotaExhausted
             | K::Auth
             | K::PermissionDenied
             | K::ModelNotFound
             | K::ContextLengthExceeded
             | K::Unsupported => Retryability::FailOver,
-            K::StreamInterrupted { after_first_event: true }
+            K::StreamInterrupted {
+                after_first_event: true,
+            }
             | K::InvalidRequest
             | K::PayloadTooLarge
             | K::ContentFiltered
@@ -422,7 +429,8 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.inner.kind).field("message", &self.inner.message);
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
         if let Some(p) = &self.inner.provider {
             d.field("provider", p);
         }
@@ -444,7 +452,10 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -496,8 +507,18 @@ mod tests {
 
     #[test]
     fn stream_interruption_depends_on_first_event() {
-        let before = Error::new(ErrorKind::StreamInterrupted { after_first_event: false }, "x");
-        let after = Error::new(ErrorKind::StreamInterrupted { after_first_event: true }, "x");
+        let before = Error::new(
+            ErrorKind::StreamInterrupted {
+                after_first_event: false,
+            },
+            "x",
+        );
+        let after = Error::new(
+            ErrorKind::StreamInterrupted {
+                after_first_event: true,
+            },
+            "x",
+        );
         assert_eq!(before.retryability(), Retryability::Retry);
         assert_eq!(after.retryability(), Retryability::Never);
         assert!(!after.allows_fallback());

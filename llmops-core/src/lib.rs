@@ -75,7 +75,10 @@ pub mod usage;
 pub use context::{PromptRef, RequestContext, TraceContext};
 pub use error::{Error, ErrorBody, ErrorDetail, ErrorKind, Result, Retryability};
 pub use provider::{Capabilities, ChatStream, Provider};
-pub use service::{BoxLlmService, LlmRequest, LlmResponse, ProviderService, RequestBody, ResponseBody, ResponseMeta};
+pub use service::{
+    BoxLlmService, LlmRequest, LlmResponse, ProviderService, RequestBody, ResponseBody,
+    ResponseMeta,
+};
 pub use traits::audit::{AuditEvent, AuditReceipt, AuditSink};
 pub use traits::budget::{Amount, Budget, BudgetScope, Reservation, Usd};
 pub use traits::cache::{Cache, CacheKey, CachedResponse};

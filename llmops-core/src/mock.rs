@@ -74,7 +74,10 @@ impl MockReply {
     /// A text answer; streamed, it arrives in word-sized chunks.
     pub fn text(text: impl Into<String>) -> Self {
         let text = text.into();
-        Self { chunks: split_tokens(&text), ..Self::empty() }
+        Self {
+            chunks: split_tokens(&text),
+            ..Self::empty()
+        }
     }
 
     /// A text answer streamed in exactly these chunks.
@@ -83,7 +86,10 @@ impl MockReply {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { chunks: chunks.into_iter().map(Into::into).collect(), ..Self::empty() }
+        Self {
+            chunks: chunks.into_iter().map(Into::into).collect(),
+            ..Self::empty()
+        }
     }
 
     /// A call of tool `name` with JSON `arguments` (finish reason `tool_calls`).
@@ -94,7 +100,8 @@ impl MockReply {
     /// Adds another tool call to this reply.
     pub fn and_tool_call(mut self, name: impl Into<String>, arguments: serde_json::Value) -> Self {
         let id = format!("call_{}", self.tool_calls.len() + 1);
-        self.tool_calls.push(ToolCall::function(id, name, arguments.to_string()));
+        self.tool_calls
+            .push(ToolCall::function(id, name, arguments.to_string()));
         self.finish = FinishReason::ToolCalls;
         self
     }
@@ -111,7 +118,10 @@ impl MockReply {
 
     /// An immediate error, exactly as given.
     pub fn failure(error: Error) -> Self {
-        Self { error: Some(error), ..Self::empty() }
+        Self {
+            error: Some(error),
+            ..Self::empty()
+        }
     }
 
     /// Makes a streamed reply break after `chunks` content chunks with a
@@ -154,6 +164,7 @@ impl MockReply {
 
 /// A request a [`MockProvider`] received.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // test records; boxing would only complicate matching
 #[non_exhaustive]
 pub enum RecordedRequest {
     /// A chat call (`stream` tells which method).
@@ -315,10 +326,13 @@ impl MockProvider {
 
     /// The last chat request received.
     pub fn last_chat_request(&self) -> Option<ChatRequest> {
-        lock(&self.inner.calls).iter().rev().find_map(|c| match &c.request {
-            RecordedRequest::Chat { request, .. } => Some(request.clone()),
-            RecordedRequest::Embeddings(_) => None,
-        })
+        lock(&self.inner.calls)
+            .iter()
+            .rev()
+            .find_map(|c| match &c.request {
+                RecordedRequest::Chat { request, .. } => Some(request.clone()),
+                RecordedRequest::Embeddings(_) => None,
+            })
     }
 
     /// Panics unless exactly `n` calls were received, listing the calls it got.
@@ -345,7 +359,11 @@ impl MockProvider {
     }
 
     fn record(&self, request: RecordedRequest, ctx: &RequestContext) {
-        lock(&self.inner.calls).push(RecordedCall { request, ctx: ctx.clone(), at: Instant::now() });
+        lock(&self.inner.calls).push(RecordedCall {
+            request,
+            ctx: ctx.clone(),
+            at: Instant::now(),
+        });
     }
 
     fn next_reply(&self) -> Result<MockReply> {
@@ -370,7 +388,11 @@ impl MockProvider {
 
     fn usage_for(req: &ChatRequest, reply: &MockReply) -> Usage {
         reply.usage.clone().unwrap_or_else(|| {
-            let out: u64 = reply.chunks.iter().map(|c| estimate_tokens(c).max(1)).sum::<u64>()
+            let out: u64 = reply
+                .chunks
+                .iter()
+                .map(|c| estimate_tokens(c).max(1))
+                .sum::<u64>()
                 + reply
                     .tool_calls
                     .iter()
@@ -400,15 +422,24 @@ impl Provider for MockProvider {
     }
 
     async fn chat(&self, req: ChatRequest, ctx: &RequestContext) -> Result<ChatResponse> {
-        self.record(RecordedRequest::Chat { request: req.clone(), stream: false }, ctx);
+        self.record(
+            RecordedRequest::Chat {
+                request: req.clone(),
+                stream: false,
+            },
+            ctx,
+        );
         let reply = self.next_reply()?;
         self.wait(&reply).await;
         if let Some(e) = reply.error {
             return Err(e);
         }
         if reply.fail_after.is_some() {
-            return Err(Error::new(ErrorKind::ServerError, "mock: connection reset mid-response")
-                .with_provider(self.name()));
+            return Err(Error::new(
+                ErrorKind::ServerError,
+                "mock: connection reset mid-response",
+            )
+            .with_provider(self.name()));
         }
         let usage = Self::usage_for(&req, &reply);
         let mut message = Message::assistant(reply.text_joined());
@@ -430,7 +461,13 @@ impl Provider for MockProvider {
     }
 
     async fn chat_stream(&self, req: ChatRequest, ctx: &RequestContext) -> Result<ChatStream> {
-        self.record(RecordedRequest::Chat { request: req.clone(), stream: true }, ctx);
+        self.record(
+            RecordedRequest::Chat {
+                request: req.clone(),
+                stream: true,
+            },
+            ctx,
+        );
         let reply = self.next_reply()?;
         self.wait(&reply).await;
         if let Some(e) = reply.error {
@@ -455,7 +492,9 @@ impl Provider for MockProvider {
         if failed {
             let sent = reply.fail_after.unwrap_or(0);
             events.push(Err(Error::new(
-                ErrorKind::StreamInterrupted { after_first_event: sent > 0 },
+                ErrorKind::StreamInterrupted {
+                    after_first_event: sent > 0,
+                },
                 "mock: upstream stream broke",
             )
             .with_provider(self.name())));
@@ -475,7 +514,9 @@ impl Provider for MockProvider {
                     ..ChunkChoice::default()
                 })));
             }
-            events.push(Ok(base().with_choice(ChunkChoice::finish(0, reply.finish.clone()))));
+            events.push(Ok(
+                base().with_choice(ChunkChoice::finish(0, reply.finish.clone()))
+            ));
             if let Some(u) = usage {
                 events.push(Ok(base().with_usage(u)));
             }
@@ -491,10 +532,10 @@ impl Provider for MockProvider {
         self.record(RecordedRequest::Embeddings(req.clone()), ctx);
         {
             let mut script = lock(&self.inner.script);
-            if script.front().is_some_and(|r| r.error.is_some()) {
-                if let Some(e) = script.pop_front().and_then(|r| r.error) {
-                    return Err(e);
-                }
+            if script.front().is_some_and(|r| r.error.is_some())
+                && let Some(e) = script.pop_front().and_then(|r| r.error)
+            {
+                return Err(e);
             }
         }
         if !self.inner.latency.is_zero() {
@@ -527,7 +568,11 @@ pub(crate) fn embed_deterministic(
     let dims = req.dimensions.map_or(dims, |d| d as usize).max(1);
     let tokens: u64 = texts.iter().map(|t| estimate_tokens(t)).sum();
     let vectors = texts.iter().map(|t| pseudo_embedding(t, dims)).collect();
-    Ok(EmbeddingResponse::new(req.model.clone(), vectors, Some(Usage::new(tokens, 0))))
+    Ok(EmbeddingResponse::new(
+        req.model.clone(),
+        vectors,
+        Some(Usage::new(tokens, 0)),
+    ))
 }
 
 /// Emits `events` with `delay` before each after the first, counting content chunks and
@@ -548,28 +593,35 @@ pub(crate) fn paced_stream(
     }
     impl Drop for Guard {
         fn drop(&mut self) {
-            let counter = if self.done { &self.stats.completed } else { &self.stats.dropped };
+            let counter = if self.done {
+                &self.stats.completed
+            } else {
+                &self.stats.dropped
+            };
             counter.fetch_add(1, Ordering::SeqCst);
         }
     }
     let guard = Guard { stats, done: false };
     let state = (events.into_iter(), guard, true);
-    Box::pin(futures_util::stream::unfold(state, move |(mut it, mut guard, first)| async move {
-        let Some(ev) = it.next() else {
-            guard.finish();
-            return None;
-        };
-        if !first && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        if ev.as_ref().is_ok_and(ChatChunk::has_content) {
-            guard.stats.chunks.fetch_add(1, Ordering::SeqCst);
-        }
-        if ev.is_err() {
-            guard.finish();
-        }
-        Some((ev, (it, guard, false)))
-    }))
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut it, mut guard, first)| async move {
+            let Some(ev) = it.next() else {
+                guard.finish();
+                return None;
+            };
+            if !first && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if ev.as_ref().is_ok_and(ChatChunk::has_content) {
+                guard.stats.chunks.fetch_add(1, Ordering::SeqCst);
+            }
+            if ev.is_err() {
+                guard.finish();
+            }
+            Some((ev, (it, guard, false)))
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -590,38 +642,61 @@ mod tests {
         let mock = MockProvider::new("m").default_reply(MockReply::text("one two three"));
         let ctx = RequestContext::new();
         let full = mock.chat(req(false), &ctx).await.unwrap();
-        let streamed = collect_stream(mock.chat_stream(req(true), &ctx).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(mock.chat_stream(req(true), &ctx).await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(full.first_text(), "one two three");
         assert_eq!(streamed.first_text(), "one two three");
-        assert_eq!(full.usage.unwrap().output_tokens, streamed.usage.unwrap().output_tokens);
+        assert_eq!(
+            full.usage.unwrap().output_tokens,
+            streamed.usage.unwrap().output_tokens
+        );
     }
 
     #[tokio::test]
     async fn tool_calls_stream_and_fold() {
-        let mock = MockProvider::new("m")
-            .default_reply(MockReply::tool_call("get_weather", serde_json::json!({"city": "Paris"})));
+        let mock = MockProvider::new("m").default_reply(MockReply::tool_call(
+            "get_weather",
+            serde_json::json!({"city": "Paris"}),
+        ));
         let ctx = RequestContext::new();
-        let streamed = collect_stream(mock.chat_stream(req(true), &ctx).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(mock.chat_stream(req(true), &ctx).await.unwrap())
+            .await
+            .unwrap();
         let calls = streamed.choices[0].message.tool_calls.clone().unwrap();
         assert_eq!(calls[0].function.name, "get_weather");
         assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
-        assert_eq!(streamed.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            streamed.choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
     }
 
     #[tokio::test]
     async fn mid_stream_failure_is_classified() {
         let mock = MockProvider::new("m").reply(MockReply::chunks(["a", "b", "c"]).fail_after(2));
-        let s = mock.chat_stream(req(true), &RequestContext::new()).await.unwrap();
+        let s = mock
+            .chat_stream(req(true), &RequestContext::new())
+            .await
+            .unwrap();
         let items: Vec<_> = s.collect().await;
         let err = items.last().unwrap().as_ref().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::StreamInterrupted { after_first_event: true });
+        assert_eq!(
+            err.kind(),
+            ErrorKind::StreamInterrupted {
+                after_first_event: true
+            }
+        );
         assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 3); // role + a + b
     }
 
     #[tokio::test]
     async fn empty_script_says_what_to_do() {
         let mock = MockProvider::new("m");
-        let err = mock.chat(req(false), &RequestContext::new()).await.unwrap_err();
+        let err = mock
+            .chat(req(false), &RequestContext::new())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
         assert!(err.message().contains("default_reply"));
     }
@@ -631,7 +706,10 @@ mod tests {
         let mock = MockProvider::new("m")
             .chunk_delay(Duration::from_millis(10))
             .default_reply(MockReply::chunks((0..100).map(|i| i.to_string())));
-        let mut s = mock.chat_stream(req(true), &RequestContext::new()).await.unwrap();
+        let mut s = mock
+            .chat_stream(req(true), &RequestContext::new())
+            .await
+            .unwrap();
         for _ in 0..4 {
             s.next().await.unwrap().unwrap();
         }

@@ -33,7 +33,13 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { chat: true, streaming: true, embeddings: false, tools: true, max_context_tokens: None }
+        Self {
+            chat: true,
+            streaming: true,
+            embeddings: false,
+            tools: true,
+            max_context_tokens: None,
+        }
     }
 }
 

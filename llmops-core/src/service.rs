@@ -34,9 +34,7 @@ use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::provider::{ChatStream, Provider};
 use crate::stream::{ObservedStream, StreamOutcome};
-use crate::types::{
-    ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason,
-};
+use crate::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason};
 use crate::usage::Usage;
 
 /// A request entering a pipeline: its context and its body.
@@ -52,12 +50,18 @@ pub struct LlmRequest {
 impl LlmRequest {
     /// A chat request with a context.
     pub fn chat(ctx: RequestContext, req: ChatRequest) -> Self {
-        Self { ctx, body: RequestBody::Chat(req) }
+        Self {
+            ctx,
+            body: RequestBody::Chat(req),
+        }
     }
 
     /// An embeddings request with a context.
     pub fn embeddings(ctx: RequestContext, req: EmbeddingRequest) -> Self {
-        Self { ctx, body: RequestBody::Embeddings(req) }
+        Self {
+            ctx,
+            body: RequestBody::Embeddings(req),
+        }
     }
 
     /// The model name the request asks for.
@@ -83,7 +87,11 @@ impl LlmRequest {
 }
 
 /// The body of an [`LlmRequest`].
+///
+/// Chat requests are held inline: a request is moved a handful of times per call, which is
+/// cheaper than the allocation boxing would add to every request.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 #[non_exhaustive]
 pub enum RequestBody {
     /// A chat completion (streamed when `stream` is set).
@@ -104,7 +112,10 @@ pub struct LlmResponse {
 impl LlmResponse {
     /// A response with default metadata.
     pub fn new(body: ResponseBody) -> Self {
-        Self { body, meta: ResponseMeta::default() }
+        Self {
+            body,
+            meta: ResponseMeta::default(),
+        }
     }
 
     /// The complete chat answer, or an error if this is not one.
@@ -134,7 +145,10 @@ impl LlmResponse {
 
 impl fmt::Debug for LlmResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LlmResponse").field("body", &self.body).field("meta", &self.meta).finish()
+        f.debug_struct("LlmResponse")
+            .field("body", &self.body)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 
@@ -193,13 +207,18 @@ pub struct ProviderService {
 
 impl Clone for ProviderService {
     fn clone(&self) -> Self {
-        Self { provider: self.provider.clone(), name: self.name.clone() }
+        Self {
+            provider: self.provider.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
 impl fmt::Debug for ProviderService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProviderService").field("provider", &self.name).finish()
+        f.debug_struct("ProviderService")
+            .field("provider", &self.name)
+            .finish()
     }
 }
 
@@ -239,7 +258,11 @@ impl Service<LlmRequest> for ProviderService {
                     ResponseBody::Embeddings(provider.embed(r, &ctx).await?)
                 }
             };
-            let meta = ResponseMeta { provider: Some(name), attempts: 1, ..ResponseMeta::default() };
+            let meta = ResponseMeta {
+                provider: Some(name),
+                attempts: 1,
+                ..ResponseMeta::default()
+            };
             Ok(LlmResponse { body, meta })
         })
     }
@@ -279,7 +302,10 @@ impl fmt::Debug for ContextLayer {
 impl<S> Layer<S> for ContextLayer {
     type Service = ContextService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ContextService { inner, f: self.f.clone() }
+        ContextService {
+            inner,
+            f: self.f.clone(),
+        }
     }
 }
 
@@ -366,7 +392,10 @@ impl fmt::Debug for InspectLayer {
 impl<S> Layer<S> for InspectLayer {
     type Service = InspectService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        InspectService { inner, f: self.f.clone() }
+        InspectService {
+            inner,
+            f: self.f.clone(),
+        }
     }
 }
 
@@ -417,14 +446,21 @@ where
             };
             match inner.call(req).await {
                 Err(e) => {
-                    f(CallRecord { error: Some(e.clone()), duration: start.elapsed(), ..record });
+                    f(CallRecord {
+                        error: Some(e.clone()),
+                        duration: start.elapsed(),
+                        ..record
+                    });
                     Err(e)
                 }
                 Ok(mut resp) => {
-                    let mut record = CallRecord { provider: resp.meta.provider.clone(), ..record };
+                    let mut record = CallRecord {
+                        provider: resp.meta.provider.clone(),
+                        ..record
+                    };
                     resp.body = match resp.body {
-                        ResponseBody::ChatStream(s) => {
-                            ResponseBody::ChatStream(ObservedStream::new(s, move |sum| {
+                        ResponseBody::ChatStream(s) => ResponseBody::ChatStream(
+                            ObservedStream::new(s, move |sum| {
                                 record.usage = sum.usage;
                                 record.finish_reasons = sum.finish_reasons;
                                 record.time_to_first_content =
@@ -437,8 +473,8 @@ where
                                 }
                                 f(record);
                             })
-                            .boxed())
-                        }
+                            .boxed(),
+                        ),
                         ResponseBody::Chat(r) => {
                             record.usage.clone_from(&r.usage);
                             record.finish_reasons = r.finish_reasons();

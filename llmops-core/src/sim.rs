@@ -21,8 +21,8 @@ use crate::error::Result;
 use crate::mock::{StreamStats, embed_deterministic, paced_stream};
 use crate::provider::{Capabilities, ChatStream, Provider};
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, EmbeddingRequest,
-    EmbeddingResponse, Extra, FinishReason, Message, ModelInfo, Role, unix_now,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, EmbeddingRequest, EmbeddingResponse,
+    Extra, FinishReason, Message, ModelInfo, Role, unix_now,
 };
 use crate::usage::Usage;
 
@@ -192,7 +192,11 @@ impl SimBuilder {
     }
     /// Decode rate (0: instant).
     pub fn tokens_per_second(mut self, tps: f64) -> Self {
-        self.cfg.tokens_per_second = if tps.is_finite() && tps > 0.0 { tps } else { 0.0 };
+        self.cfg.tokens_per_second = if tps.is_finite() && tps > 0.0 {
+            tps
+        } else {
+            0.0
+        };
         self
     }
     /// Default output length.
@@ -212,15 +216,52 @@ impl SimBuilder {
     }
     /// The provider.
     pub fn build(self) -> SimProvider {
-        SimProvider { cfg: Arc::new(self.cfg), stats: Arc::new(StreamStats::default()) }
+        SimProvider {
+            cfg: Arc::new(self.cfg),
+            stats: Arc::new(StreamStats::default()),
+        }
     }
 }
 
 const WORDS: &[&str] = &[
-    "the", "model", "answers", "with", "a", "simulated", "reply", "that", "is", "stable",
-    "for", "every", "identical", "request", "and", "streams", "tokens", "at", "configured",
-    "rate", "so", "pipelines", "can", "be", "tested", "without", "network", "or", "weights",
-    "latency", "budget", "cache", "router", "gateway", "prompt", "context", "output", "fast",
+    "the",
+    "model",
+    "answers",
+    "with",
+    "a",
+    "simulated",
+    "reply",
+    "that",
+    "is",
+    "stable",
+    "for",
+    "every",
+    "identical",
+    "request",
+    "and",
+    "streams",
+    "tokens",
+    "at",
+    "configured",
+    "rate",
+    "so",
+    "pipelines",
+    "can",
+    "be",
+    "tested",
+    "without",
+    "network",
+    "or",
+    "weights",
+    "latency",
+    "budget",
+    "cache",
+    "router",
+    "gateway",
+    "prompt",
+    "context",
+    "output",
+    "fast",
 ];
 
 impl SimProvider {
@@ -231,7 +272,10 @@ impl SimProvider {
 
     /// A simulator with this configuration.
     pub fn new(cfg: SimConfig) -> Self {
-        Self { cfg: Arc::new(cfg), stats: Arc::new(StreamStats::default()) }
+        Self {
+            cfg: Arc::new(cfg),
+            stats: Arc::new(StreamStats::default()),
+        }
     }
 
     /// The configuration.
@@ -267,7 +311,10 @@ impl SimProvider {
 
     /// The answer's pieces for choice `choice`, and whether the token cap cut it.
     fn answer(&self, req: &ChatRequest, choice: u32) -> (Vec<String>, FinishReason) {
-        let cap = req.max_output_tokens().unwrap_or(self.cfg.default_max_tokens).max(1);
+        let cap = req
+            .max_output_tokens()
+            .unwrap_or(self.cfg.default_max_tokens)
+            .max(1);
         let text = match &self.cfg.reply {
             SimReply::Lorem => {
                 let mut rng = SmallRng::seed_from_u64(Self::seed(req, choice));
@@ -382,7 +429,9 @@ impl Provider for SimProvider {
             events.push(Ok(base().with_choice(ChunkChoice::finish(i, finish))));
         }
         if req.include_usage() {
-            events.push(Ok(base().with_usage(Usage::new(estimate_prompt_tokens(&req), out_tokens))));
+            events.push(Ok(
+                base().with_usage(Usage::new(estimate_prompt_tokens(&req), out_tokens))
+            ));
         }
         let per_token = self.decode_time(1) / n.max(1);
         let stream = paced_stream(events, per_token, self.stats.clone());
@@ -418,7 +467,12 @@ impl Provider for SimProvider {
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>> {
-        Ok(self.cfg.models.iter().map(|m| ModelInfo::new(m.clone(), self.cfg.name.clone())).collect())
+        Ok(self
+            .cfg
+            .models
+            .iter()
+            .map(|m| ModelInfo::new(m.clone(), self.cfg.name.clone()))
+            .collect())
     }
 }
 
@@ -451,9 +505,14 @@ mod tests {
         let full = sim.chat(req(), &ctx).await.unwrap();
         let mut r = req().with_stream(true);
         r.stream_options = Some(StreamOptions::include_usage(true));
-        let streamed = collect_stream(sim.chat_stream(r, &ctx).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(sim.chat_stream(r, &ctx).await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(full.first_text(), streamed.first_text());
-        assert_eq!(full.usage.unwrap().output_tokens, streamed.usage.unwrap().output_tokens);
+        assert_eq!(
+            full.usage.unwrap().output_tokens,
+            streamed.usage.unwrap().output_tokens
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -463,7 +522,13 @@ mod tests {
             .tokens_per_second(10.0)
             .build();
         let start = tokio::time::Instant::now();
-        let mut s = sim.chat_stream(req().with_stream(true).with_max_tokens(3), &RequestContext::new()).await.unwrap();
+        let mut s = sim
+            .chat_stream(
+                req().with_stream(true).with_max_tokens(3),
+                &RequestContext::new(),
+            )
+            .await
+            .unwrap();
         let mut content_at = Vec::new();
         while let Some(c) = s.next().await {
             if c.unwrap().has_content() {
@@ -478,7 +543,10 @@ mod tests {
     #[tokio::test]
     async fn max_tokens_cuts_with_length() {
         let sim = SimProvider::builder().build();
-        let resp = sim.chat(req().with_max_tokens(2), &RequestContext::new()).await.unwrap();
+        let resp = sim
+            .chat(req().with_max_tokens(2), &RequestContext::new())
+            .await
+            .unwrap();
         assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Length));
         assert_eq!(resp.usage.unwrap().output_tokens, 2);
     }

@@ -220,7 +220,11 @@ mod tests {
     use crate::types::ChunkChoice;
 
     fn chunks(n: usize) -> Vec<Result<ChatChunk>> {
-        (0..n).map(|i| Ok(ChatChunk::new("id", "m", 0).with_choice(ChunkChoice::text(0, i.to_string())))).collect()
+        (0..n)
+            .map(|i| {
+                Ok(ChatChunk::new("id", "m", 0).with_choice(ChunkChoice::text(0, i.to_string())))
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -243,7 +247,12 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let s2 = seen.clone();
         let mut items = chunks(1);
-        items.push(Err(Error::new(ErrorKind::StreamInterrupted { after_first_event: true }, "cut")));
+        items.push(Err(Error::new(
+            ErrorKind::StreamInterrupted {
+                after_first_event: true,
+            },
+            "cut",
+        )));
         let inner: ChatStream = Box::pin(futures_util::stream::iter(items));
         let obs = ObservedStream::collecting(inner, move |s| *s2.lock().unwrap() = Some(s));
         let out: Vec<_> = obs.collect().await;

@@ -37,7 +37,11 @@ pub struct Usage {
 impl Usage {
     /// Usage with `input` and `output` tokens and nothing cached.
     pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
-        Self { input_tokens, output_tokens, ..Self::default() }
+        Self {
+            input_tokens,
+            output_tokens,
+            ..Self::default()
+        }
     }
 
     /// Sets the cache-read tokens (builder style), raising `input_tokens` if needed to keep
@@ -45,7 +49,9 @@ impl Usage {
     #[must_use]
     pub fn with_cache_read(mut self, tokens: u64) -> Self {
         self.cache_read_tokens = tokens;
-        self.input_tokens = self.input_tokens.max(self.cache_read_tokens + self.cache_write_tokens);
+        self.input_tokens = self
+            .input_tokens
+            .max(self.cache_read_tokens + self.cache_write_tokens);
         self
     }
 
@@ -53,7 +59,9 @@ impl Usage {
     #[must_use]
     pub fn with_cache_write(mut self, tokens: u64) -> Self {
         self.cache_write_tokens = tokens;
-        self.input_tokens = self.input_tokens.max(self.cache_read_tokens + self.cache_write_tokens);
+        self.input_tokens = self
+            .input_tokens
+            .max(self.cache_read_tokens + self.cache_write_tokens);
         self
     }
 
@@ -74,7 +82,8 @@ impl Usage {
 
     /// Input tokens that were neither read from nor written to a cache.
     pub fn uncached_input_tokens(&self) -> u64 {
-        self.input_tokens.saturating_sub(self.cache_read_tokens + self.cache_write_tokens)
+        self.input_tokens
+            .saturating_sub(self.cache_read_tokens + self.cache_write_tokens)
     }
 
     /// Input plus output tokens.
@@ -202,7 +211,14 @@ mod tests {
         assert_eq!(v["prompt_tokens_details"]["cached_tokens"], 4);
         let back: Usage = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back.raw, Some(v));
-        assert_eq!((back.input_tokens, back.cache_read_tokens, back.reasoning_tokens), (10, 4, 2));
+        assert_eq!(
+            (
+                back.input_tokens,
+                back.cache_read_tokens,
+                back.reasoning_tokens
+            ),
+            (10, 4, 2)
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Real OpenAI and vLLM request bodies deserialize and serialize back with nothing lost.
 
-use llmops_core::{ChatRequest, ChatResponse, ChatChunk, Content, ContentPart, EmbeddingRequest, Role};
+#![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures
+
+use llmops_core::{
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingRequest, Role,
+};
 use serde_json::{Value, json};
 
 fn round_trip(body: Value) -> ChatRequest {
@@ -67,13 +71,19 @@ fn openai_sdk_chat_request() {
     // The one documented normalization: an explicit `null` for a typed optional field
     // (here the assistant's `content`) is the same as absent and is not written back.
     let mut expected = body.clone();
-    expected["messages"][3].as_object_mut().unwrap().remove("content");
+    expected["messages"][3]
+        .as_object_mut()
+        .unwrap()
+        .remove("content");
     let req = round_trip_expecting(body, expected);
     assert_eq!(req.messages[0].role, Role::Developer);
     assert_eq!(req.messages[2].text(), "What is in this image?");
     match &req.messages[2].content {
         Some(Content::Parts(parts)) => {
-            assert!(matches!(parts[2], ContentPart::Other(_)), "unknown part kept raw");
+            assert!(
+                matches!(parts[2], ContentPart::Other(_)),
+                "unknown part kept raw"
+            );
         }
         other => panic!("expected parts, got {other:?}"),
     }
@@ -117,7 +127,9 @@ fn vllm_request_with_extras() {
 
 #[test]
 fn plain_stop_string_and_minimal_request() {
-    round_trip(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "###"}));
+    round_trip(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "###"}),
+    );
     round_trip(json!({"model": "m", "messages": [{"role": "user", "content": ""}]}));
 }
 

@@ -25,7 +25,10 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     let (mut cfg, source) = match &args.config {
-        Some(path) => (GatewayFile::load(path)?.serve_config(), Source::File(path.clone())),
+        Some(path) => (
+            GatewayFile::load(path)?.serve_config(),
+            Source::File(path.clone()),
+        ),
         None => (ServeConfig::embedded_default(), Source::Embedded),
     };
     if let Some(addr) = args.listen {
@@ -37,8 +40,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another server using it? pass --listen ADDR)", cfg.server.listen))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server using it? pass --listen ADDR)",
+                cfg.server.listen
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     let models = gateway.model_names().join(", ");
     match &source {
         Source::Embedded => eprintln!(
@@ -46,7 +56,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              simulated model `sim` (pass --config FILE for real providers)"
         ),
         Source::File(p) => {
-            eprintln!("llmops gateway listening on http://{addr}/v1 — models: {models} (config: {})", p.display())
+            eprintln!(
+                "llmops gateway listening on http://{addr}/v1 — models: {models} (config: {})",
+                p.display()
+            )
         }
     }
     llmops_serve::http::serve(listener, gateway, shutdown_signal())
@@ -59,7 +72,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMOPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() {

@@ -102,8 +102,16 @@ pub struct Attempt {
 
 impl Attempt {
     /// An attempt record.
-    pub fn new(provider: impl Into<String>, model: impl Into<String>, error: Option<ErrorKind>) -> Self {
-        Self { provider: provider.into(), model: model.into(), error }
+    pub fn new(
+        provider: impl Into<String>,
+        model: impl Into<String>,
+        error: Option<ErrorKind>,
+    ) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            error,
+        }
     }
 }
 
@@ -137,7 +145,12 @@ pub struct SystemEvent {
 impl SystemEvent {
     /// An event happening now.
     pub fn new(event: impl Into<String>, detail: Value) -> Self {
-        Self { time: SystemTime::now(), event: event.into(), actor: None, detail }
+        Self {
+            time: SystemTime::now(),
+            event: event.into(),
+            actor: None,
+            detail,
+        }
     }
 }
 
@@ -154,7 +167,10 @@ pub struct AuditReceipt {
 impl AuditReceipt {
     /// A receipt.
     pub fn new(seq: u64, hash: impl Into<String>) -> Self {
-        Self { seq, hash: hash.into() }
+        Self {
+            seq,
+            hash: hash.into(),
+        }
     }
 }
 

@@ -28,7 +28,11 @@ impl Usd {
             return Self(0);
         }
         let nanos = (usd * 1e9).ceil();
-        if nanos >= i64::MAX as f64 { Self(i64::MAX) } else { Self(nanos as i64) }
+        if nanos >= i64::MAX as f64 {
+            Self(i64::MAX)
+        } else {
+            Self(nanos as i64)
+        }
     }
 
     /// In nano-dollars.
@@ -89,7 +93,11 @@ pub struct Amount {
 impl Amount {
     /// One request costing `usd` and `tokens`.
     pub fn new(usd: Usd, tokens: u64) -> Self {
-        Self { usd, tokens, requests: 1 }
+        Self {
+            usd,
+            tokens,
+            requests: 1,
+        }
     }
 }
 
@@ -126,7 +134,11 @@ pub struct Reservation {
 impl Reservation {
     /// A reservation record (for backend implementations).
     pub fn new(id: impl Into<String>, scopes: Vec<BudgetScope>, amount: Amount) -> Self {
-        Self { id: id.into(), scopes, amount }
+        Self {
+            id: id.into(),
+            scopes,
+            amount,
+        }
     }
 }
 
@@ -168,6 +180,9 @@ mod tests {
         assert_eq!(Usd::from_f64(-3.0), Usd::ZERO);
         assert_eq!(Usd::from_f64(f64::NAN), Usd::ZERO);
         assert_eq!((Usd::from_f64(0.25) + Usd::from_f64(0.5)).as_f64(), 0.75);
-        assert_eq!(Usd::from_nanos(5).saturating_sub(Usd::from_nanos(9)), Usd::ZERO);
+        assert_eq!(
+            Usd::from_nanos(5).saturating_sub(Usd::from_nanos(9)),
+            Usd::ZERO
+        );
     }
 }

@@ -45,7 +45,10 @@ pub struct CachedResponse {
 impl CachedResponse {
     /// Wraps a response stored now.
     pub fn new(response: ChatResponse) -> Self {
-        Self { response, stored_at: SystemTime::now() }
+        Self {
+            response,
+            stored_at: SystemTime::now(),
+        }
     }
 }
 
@@ -64,8 +67,12 @@ pub trait Cache: Send + Sync {
     async fn get(&self, key: &CacheKey) -> Result<Option<Arc<CachedResponse>>>;
 
     /// Stores an entry for at most `ttl` (the backend's default when `None`).
-    async fn put(&self, key: CacheKey, value: Arc<CachedResponse>, ttl: Option<Duration>)
-    -> Result<()>;
+    async fn put(
+        &self,
+        key: CacheKey,
+        value: Arc<CachedResponse>,
+        ttl: Option<Duration>,
+    ) -> Result<()>;
 
     /// Removes an entry, if present.
     async fn remove(&self, key: &CacheKey) -> Result<()>;

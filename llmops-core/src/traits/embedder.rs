@@ -39,7 +39,10 @@ impl std::fmt::Debug for ProviderEmbedder {
 impl ProviderEmbedder {
     /// Embeds with `model` on `provider`.
     pub fn new(provider: Arc<dyn Provider>, model: impl Into<String>) -> Self {
-        Self { provider, model: model.into() }
+        Self {
+            provider,
+            model: model.into(),
+        }
     }
 }
 
@@ -51,7 +54,11 @@ impl Embedder for ProviderEmbedder {
         if resp.data.len() != texts.len() {
             return Err(Error::new(
                 ErrorKind::Decode,
-                format!("asked for {} embeddings, got {}", texts.len(), resp.data.len()),
+                format!(
+                    "asked for {} embeddings, got {}",
+                    texts.len(),
+                    resp.data.len()
+                ),
             )
             .with_provider(self.provider.name()));
         }

@@ -74,8 +74,17 @@ pub struct Score {
 impl Score {
     /// A score of `value` (clamped to `[0, 1]`; NaN becomes 0) judged against `threshold`.
     pub fn new(value: f64, threshold: f64, explanation: impl Into<String>) -> Self {
-        let value = if value.is_nan() { 0.0 } else { value.clamp(0.0, 1.0) };
-        Self { value, passed: value >= threshold, explanation: explanation.into(), cost_usd: None }
+        let value = if value.is_nan() {
+            0.0
+        } else {
+            value.clamp(0.0, 1.0)
+        };
+        Self {
+            value,
+            passed: value >= threshold,
+            explanation: explanation.into(),
+            cost_usd: None,
+        }
     }
 
     /// A pass/fail score (1 or 0).

@@ -48,10 +48,16 @@ impl EmbeddingRequest {
     /// Checks the request: a model, at least one input, no empty token arrays.
     pub fn validate(&self) -> Result<(), Error> {
         if self.model.trim().is_empty() {
-            return Err(Error::invalid_request("`model` must not be empty", Some("model")));
+            return Err(Error::invalid_request(
+                "`model` must not be empty",
+                Some("model"),
+            ));
         }
         if self.input.is_empty() {
-            return Err(Error::invalid_request("`input` must not be empty", Some("input")));
+            return Err(Error::invalid_request(
+                "`input` must not be empty",
+                Some("input"),
+            ));
         }
         if let Some(f) = &self.encoding_format
             && f != "float"
@@ -140,7 +146,13 @@ impl EmbeddingResponse {
                 embedding,
             })
             .collect();
-        Self { object: "list".to_owned(), data, model: model.into(), usage, extra: Extra::new() }
+        Self {
+            object: "list".to_owned(),
+            data,
+            model: model.into(),
+            usage,
+            extra: Extra::new(),
+        }
     }
 }
 
@@ -199,6 +211,9 @@ pub struct ModelList {
 impl ModelList {
     /// A list of `models`.
     pub fn new(data: Vec<ModelInfo>) -> Self {
-        Self { object: "list".to_owned(), data }
+        Self {
+            object: "list".to_owned(),
+            data,
+        }
     }
 }

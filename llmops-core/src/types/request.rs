@@ -108,7 +108,11 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// A request for `model` with `messages` and nothing else set.
     pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
-        Self { model: model.into(), messages, ..Self::default() }
+        Self {
+            model: model.into(),
+            messages,
+            ..Self::default()
+        }
     }
 
     /// Sets `stream` (builder style).
@@ -139,7 +143,10 @@ impl ChatRequest {
 
     /// Whether a streamed answer must end with a usage chunk (`stream_options.include_usage`).
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
 
     /// The output-token cap the client set, whichever field it used.
@@ -151,7 +158,10 @@ impl ChatRequest {
     /// spending anything: an empty model name, no messages, out-of-range sampling values.
     pub fn validate(&self) -> Result<(), Error> {
         if self.model.trim().is_empty() {
-            return Err(Error::invalid_request("`model` must not be empty", Some("model")));
+            return Err(Error::invalid_request(
+                "`model` must not be empty",
+                Some("model"),
+            ));
         }
         if self.messages.is_empty() {
             return Err(Error::invalid_request(
@@ -340,13 +350,20 @@ pub enum ContentPart {
 impl ContentPart {
     /// A text part.
     pub fn text(text: impl Into<String>) -> Self {
-        Self::Known(KnownPart::Text { text: text.into(), extra: Extra::new() })
+        Self::Known(KnownPart::Text {
+            text: text.into(),
+            extra: Extra::new(),
+        })
     }
 
     /// An image part referring to `url` (an `https:` or `data:` URL).
     pub fn image_url(url: impl Into<String>) -> Self {
         Self::Known(KnownPart::ImageUrl {
-            image_url: ImageUrl { url: url.into(), detail: None, extra: Extra::new() },
+            image_url: ImageUrl {
+                url: url.into(),
+                detail: None,
+                extra: Extra::new(),
+            },
             extra: Extra::new(),
         })
     }
@@ -433,7 +450,10 @@ pub struct StreamOptions {
 impl StreamOptions {
     /// Options asking for (or not) the final usage chunk.
     pub fn include_usage(include: bool) -> Self {
-        Self { include_usage: Some(include), extra: Extra::new() }
+        Self {
+            include_usage: Some(include),
+            extra: Extra::new(),
+        }
     }
 }
 
@@ -522,7 +542,10 @@ impl ToolCall {
         Self {
             id: id.into(),
             kind: function_type(),
-            function: FunctionCall { name: name.into(), arguments: arguments.into() },
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
             extra: Extra::new(),
         }
     }
@@ -580,7 +603,10 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
     let text = std::str::from_utf8(body).map_err(|e| {
         Error::new(
             ErrorKind::InvalidRequest,
-            format!("request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+            format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let req: ChatRequest = serde_json::from_str(text).map_err(|e| json_error(&e))?;

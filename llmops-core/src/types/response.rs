@@ -77,12 +77,18 @@ impl ChatResponse {
 
     /// The text of the first choice (empty if there is none).
     pub fn first_text(&self) -> String {
-        self.choices.first().map(|c| c.message.text()).unwrap_or_default()
+        self.choices
+            .first()
+            .map(|c| c.message.text())
+            .unwrap_or_default()
     }
 
     /// The finish reasons of all choices, in order.
     pub fn finish_reasons(&self) -> Vec<FinishReason> {
-        self.choices.iter().filter_map(|c| c.finish_reason.clone()).collect()
+        self.choices
+            .iter()
+            .filter_map(|c| c.finish_reason.clone())
+            .collect()
     }
 }
 
@@ -261,7 +267,10 @@ impl ChunkChoice {
     pub fn text(index: u32, text: impl Into<String>) -> Self {
         Self {
             index,
-            delta: Delta { content: Some(text.into()), ..Delta::default() },
+            delta: Delta {
+                content: Some(text.into()),
+                ..Delta::default()
+            },
             ..Self::default()
         }
     }
@@ -270,14 +279,22 @@ impl ChunkChoice {
     pub fn role(index: u32) -> Self {
         Self {
             index,
-            delta: Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Delta::default() },
+            delta: Delta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                ..Delta::default()
+            },
             ..Self::default()
         }
     }
 
     /// The last delta of a choice, with its finish reason.
     pub fn finish(index: u32, reason: FinishReason) -> Self {
-        Self { index, finish_reason: Some(reason), ..Self::default() }
+        Self {
+            index,
+            finish_reason: Some(reason),
+            ..Self::default()
+        }
     }
 }
 
@@ -309,7 +326,10 @@ impl Delta {
     /// Whether the delta carries content (not just a role).
     pub fn has_content(&self) -> bool {
         self.content.as_deref().is_some_and(|s| !s.is_empty())
-            || self.reasoning_content.as_deref().is_some_and(|s| !s.is_empty())
+            || self
+                .reasoning_content
+                .as_deref()
+                .is_some_and(|s| !s.is_empty())
             || self.refusal.as_deref().is_some_and(|s| !s.is_empty())
             || self.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
     }
@@ -340,7 +360,10 @@ impl ToolCallDelta {
             index,
             id: Some(id.into()),
             kind: Some("function".to_owned()),
-            function: Some(FunctionCallDelta { name: Some(name.into()), arguments: None }),
+            function: Some(FunctionCallDelta {
+                name: Some(name.into()),
+                arguments: None,
+            }),
         }
     }
 
@@ -350,7 +373,10 @@ impl ToolCallDelta {
             index,
             id: None,
             kind: None,
-            function: Some(FunctionCallDelta { name: None, arguments: Some(fragment.into()) }),
+            function: Some(FunctionCallDelta {
+                name: None,
+                arguments: Some(fragment.into()),
+            }),
         }
     }
 }
@@ -405,7 +431,8 @@ impl ChunkAggregator {
             self.created = chunk.created;
         }
         if chunk.system_fingerprint.is_some() {
-            self.system_fingerprint.clone_from(&chunk.system_fingerprint);
+            self.system_fingerprint
+                .clone_from(&chunk.system_fingerprint);
         }
         if let Some(u) = &chunk.usage {
             self.usage = Some(u.clone());
@@ -429,7 +456,8 @@ impl ChunkAggregator {
             for tc in c.delta.tool_calls.iter().flatten() {
                 let ti = tc.index as usize;
                 if agg.tools.len() <= ti {
-                    agg.tools.resize_with(ti + 1, || ToolCall::function("", "", ""));
+                    agg.tools
+                        .resize_with(ti + 1, || ToolCall::function("", "", ""));
                 }
                 let call = &mut agg.tools[ti];
                 if let Some(id) = &tc.id {
@@ -457,7 +485,10 @@ impl ChunkAggregator {
 
     /// The finish reasons seen so far.
     pub fn finish_reasons(&self) -> Vec<FinishReason> {
-        self.choices.iter().filter_map(|c| c.finish.clone()).collect()
+        self.choices
+            .iter()
+            .filter_map(|c| c.finish.clone())
+            .collect()
     }
 
     /// Whether every choice seen has finished (and at least one was seen).
@@ -480,10 +511,14 @@ impl ChunkAggregator {
                     message.tool_calls = Some(c.tools);
                 }
                 if !c.reasoning.is_empty() {
-                    message.extra.insert("reasoning_content".into(), Value::String(c.reasoning));
+                    message
+                        .extra
+                        .insert("reasoning_content".into(), Value::String(c.reasoning));
                 }
                 if !c.refusal.is_empty() {
-                    message.extra.insert("refusal".into(), Value::String(c.refusal));
+                    message
+                        .extra
+                        .insert("refusal".into(), Value::String(c.refusal));
                 }
                 Choice {
                     index: u32::try_from(i).unwrap_or(u32::MAX),
@@ -531,7 +566,10 @@ pub fn response_to_chunks(resp: &ChatResponse, include_usage: bool) -> Vec<ChatC
             if let Some(f) = &mut start.function {
                 f.arguments = Some(call.function.arguments.clone());
             }
-            let delta = Delta { tool_calls: Some(vec![start]), ..Delta::default() };
+            let delta = Delta {
+                tool_calls: Some(vec![start]),
+                ..Delta::default()
+            };
             out.push(base().with_choice(ChunkChoice {
                 index: choice.index,
                 delta,

@@ -71,17 +71,21 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(gateway))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Turns an error into the OpenAI-style error response.
 pub fn error_response(err: &Error, request_id: Option<&str>) -> Response {
-    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&err.to_body()).unwrap_or_default();
     let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(after) = err.retry_after() {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         resp.headers_mut().insert(HEADER_REQUEST_ID, id);
@@ -102,7 +106,10 @@ pub fn request_context(gw: &Gateway, headers: &HeaderMap) -> Result<RequestConte
     }
     if gw.requires_key() {
         let presented = header_str(headers, header::AUTHORIZATION.as_str())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(secret) = presented.filter(|s| !s.is_empty()) else {
             return Err(Error::new(
@@ -113,7 +120,9 @@ pub fn request_context(gw: &Gateway, headers: &HeaderMap) -> Result<RequestConte
         let Some(key) = gw.authenticate(secret) else {
             return Err(Error::new(ErrorKind::Auth, "invalid API key"));
         };
-        ctx = ctx.with_tenant(key.tenant.clone()).with_api_key_id(key.id.clone());
+        ctx = ctx
+            .with_tenant(key.tenant.clone())
+            .with_api_key_id(key.id.clone());
     }
     if let Some(tp) = header_str(headers, "traceparent")
         && let Some(trace) = TraceContext::parse(tp, header_str(headers, "tracestate"))
@@ -158,10 +167,17 @@ fn meta_headers(resp: &mut Response, meta: &ResponseMeta, ctx_request_id: &str) 
     if let Ok(v) = HeaderValue::from_str(ctx_request_id) {
         h.insert(HEADER_REQUEST_ID, v);
     }
-    if let Some(p) = meta.provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+    if let Some(p) = meta
+        .provider
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
         h.insert(HeaderName::from_static(HEADER_PROVIDER), p);
     }
-    h.insert(HeaderName::from_static(HEADER_ATTEMPTS), HeaderValue::from(meta.attempts));
+    h.insert(
+        HeaderName::from_static(HEADER_ATTEMPTS),
+        HeaderValue::from(meta.attempts),
+    );
     for (name, value) in &meta.headers {
         h.insert(name.clone(), value.clone());
     }
@@ -197,14 +213,19 @@ async fn chat_completions(
     let stream = req.is_stream();
     let client_wants_usage = req.include_usage();
     if stream {
-        let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
     }
     let call = service.oneshot(LlmRequest::chat(ctx, req));
     let result = match deadline {
         Some(d) => match tokio::time::timeout_at(d, call).await {
             Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "the request's deadline passed")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "the request's deadline passed",
+            )),
         },
         None => call.await,
     };
@@ -218,8 +239,12 @@ async fn chat_completions(
                 Ok(j) => j,
                 Err(e) => return fail(Error::internal(format!("cannot encode response: {e}"))),
             };
-            let mut out =
-                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+            let mut out = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json,
+            )
+                .into_response();
             meta_headers(&mut out, &meta, &request_id);
             out
         }
@@ -245,13 +270,18 @@ async fn chat_completions(
             let body = sse::encode(first, s, client_wants_usage, deadline);
             let mut out = Response::new(Body::from_stream(body));
             let h = out.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             meta_headers(&mut out, &meta, &request_id);
             out
         }
-        _ => fail(Error::internal("the pipeline answered a chat request with another kind")),
+        _ => fail(Error::internal(
+            "the pipeline answered a chat request with another kind",
+        )),
     }
 }
 
@@ -273,7 +303,10 @@ async fn embeddings(
     let req: EmbeddingRequest = match std::str::from_utf8(&body)
         .map_err(|e| {
             Error::invalid_request(
-                format!("request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                format!(
+                    "request body is not valid UTF-8 (at byte {})",
+                    e.valid_up_to()
+                ),
                 None,
             )
         })
@@ -291,24 +324,35 @@ async fn embeddings(
     let deadline = ctx.deadline;
     let call = service.oneshot(LlmRequest::embeddings(ctx, req));
     let result = match deadline {
-        Some(d) => tokio::time::timeout_at(d, call)
-            .await
-            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "the request's deadline passed"))),
+        Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                "the request's deadline passed",
+            ))
+        }),
         None => call.await,
     };
     match result {
-        Ok(LlmResponse { body: ResponseBody::Embeddings(resp), meta, .. }) => {
-            match serde_json::to_vec(&resp) {
-                Ok(json) => {
-                    let mut out = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json)
-                        .into_response();
-                    meta_headers(&mut out, &meta, &request_id);
-                    out
-                }
-                Err(e) => fail(Error::internal(format!("cannot encode response: {e}"))),
+        Ok(LlmResponse {
+            body: ResponseBody::Embeddings(resp),
+            meta,
+            ..
+        }) => match serde_json::to_vec(&resp) {
+            Ok(json) => {
+                let mut out = (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    json,
+                )
+                    .into_response();
+                meta_headers(&mut out, &meta, &request_id);
+                out
             }
-        }
-        Ok(_) => fail(Error::internal("the pipeline answered an embeddings request with another kind")),
+            Err(e) => fail(Error::internal(format!("cannot encode response: {e}"))),
+        },
+        Ok(_) => fail(Error::internal(
+            "the pipeline answered an embeddings request with another kind",
+        )),
         Err(e) => fail(e),
     }
 }

@@ -51,7 +51,13 @@ pub(super) fn encode(
     include_usage: bool,
     deadline: Option<Instant>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let state = State { first, rest, include_usage, deadline, finished: false };
+    let state = State {
+        first,
+        rest,
+        include_usage,
+        deadline,
+        finished: false,
+    };
     futures_util::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
