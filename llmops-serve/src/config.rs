@@ -123,7 +123,11 @@ impl ServeConfig {
         providers: BTreeMap<String, ProviderConfig>,
         models: BTreeMap<String, ModelConfig>,
     ) -> Self {
-        Self { server, providers, models }
+        Self {
+            server,
+            providers,
+            models,
+        }
     }
 
     /// The embedded default: one simulated provider `local` serving model `sim` as
@@ -140,8 +144,17 @@ impl ServeConfig {
             },
         );
         let mut models = BTreeMap::new();
-        models.insert("sim".to_owned(), ModelConfig { targets: vec!["local/sim-1".to_owned()] });
-        Self { server: ServerConfig::default(), providers, models }
+        models.insert(
+            "sim".to_owned(),
+            ModelConfig {
+                targets: vec!["local/sim-1".to_owned()],
+            },
+        );
+        Self {
+            server: ServerConfig::default(),
+            providers,
+            models,
+        }
     }
 }
 
@@ -163,6 +176,9 @@ impl Target {
         if provider.is_empty() || model.is_empty() {
             return None;
         }
-        Some(Self { provider: provider.to_owned(), model: model.to_owned() })
+        Some(Self {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        })
     }
 }

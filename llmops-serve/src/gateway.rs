@@ -26,7 +26,9 @@ use crate::config::{ModelConfig, ProviderConfig, ProviderKind, ServeConfig, Targ
 #[non_exhaustive]
 pub enum ConfigError {
     /// A model names a target that is not `<provider>/<model>`.
-    #[error("model `{model}`: target `{target}` is not of the form \"<provider>/<upstream model>\"")]
+    #[error(
+        "model `{model}`: target `{target}` is not of the form \"<provider>/<upstream model>\""
+    )]
     BadTarget {
         /// The model.
         model: String,
@@ -216,20 +218,34 @@ pub struct GatewayBuilder {
 
 impl fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GatewayBuilder").field("models", &self.models.len()).finish()
+        f.debug_struct("GatewayBuilder")
+            .field("models", &self.models.len())
+            .finish()
     }
 }
 
 impl GatewayBuilder {
     /// Serves `service` under the model name `name`.
     pub fn model(mut self, name: &str, service: BoxLlmService) -> Self {
-        self.models.insert(name.to_owned(), ModelRoute { service, owned_by: "llmops".to_owned() });
+        self.models.insert(
+            name.to_owned(),
+            ModelRoute {
+                service,
+                owned_by: "llmops".to_owned(),
+            },
+        );
         self
     }
 
     /// Accepts `secret` as a Bearer key of `tenant`, known as `id`.
     pub fn key(mut self, secret: String, tenant: &str, id: &str) -> Self {
-        self.keys.insert(secret, KeyInfo { id: Arc::from(id), tenant: Arc::from(tenant) });
+        self.keys.insert(
+            secret,
+            KeyInfo {
+                id: Arc::from(id),
+                tenant: Arc::from(tenant),
+            },
+        );
         self
     }
 
@@ -304,20 +320,26 @@ pub fn build_model(
             model: name.to_owned(),
             target: t.clone(),
         })?;
-        let provider = providers.get(&target.provider).ok_or_else(|| {
-            ConfigError::UnknownProvider {
-                model: name.to_owned(),
-                target: t.clone(),
-                provider: target.provider.clone(),
-                known: providers.keys().cloned().collect::<Vec<_>>().join(", "),
-            }
-        })?;
+        let provider =
+            providers
+                .get(&target.provider)
+                .ok_or_else(|| ConfigError::UnknownProvider {
+                    model: name.to_owned(),
+                    target: t.clone(),
+                    provider: target.provider.clone(),
+                    known: providers.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
         targets.push(TargetService::new(provider.clone(), target.model));
     }
     match targets.len() {
-        0 => Err(ConfigError::NoTargets { model: name.to_owned() }),
+        0 => Err(ConfigError::NoTargets {
+            model: name.to_owned(),
+        }),
         1 => Ok(BoxLlmService::new(targets.remove(0))),
-        count => Err(ConfigError::MultipleTargets { model: name.to_owned(), count }),
+        count => Err(ConfigError::MultipleTargets {
+            model: name.to_owned(),
+            count,
+        }),
     }
 }
 
@@ -332,7 +354,10 @@ pub struct TargetService {
 impl TargetService {
     /// `provider` called with model `model`.
     pub fn new(provider: Arc<dyn Provider>, model: impl Into<Arc<str>>) -> Self {
-        Self { inner: ProviderService::new(provider), model: model.into() }
+        Self {
+            inner: ProviderService::new(provider),
+            model: model.into(),
+        }
     }
 }
 
