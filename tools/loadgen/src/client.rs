@@ -1,0 +1,231 @@
+//! The open-loop, constant-rate client.
+//!
+//! Requests are scheduled at fixed intended send times (`start + i / rate`) whatever the
+//! target does, and each latency is measured from its *intended* send time, not from when the
+//! request actually left: a target that stalls is charged for the queue it causes
+//! (no coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// One measurement's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct RunConfig {
+    /// The chat-completions URL.
+    pub(crate) url: String,
+    /// Requests per second.
+    pub(crate) rate: u64,
+    /// Measured duration.
+    pub(crate) duration: Duration,
+    /// Unmeasured warm-up before it (connections, caches).
+    pub(crate) warmup: Duration,
+    /// Streamed requests (latency = until the last byte).
+    pub(crate) stream: bool,
+    /// Model name to send.
+    pub(crate) model: String,
+    /// Bearer key to send, if any.
+    pub(crate) api_key: Option<String>,
+    /// In-flight requests above which new sends are skipped and counted.
+    pub(crate) max_in_flight: u64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct RunResult {
+    pub(crate) rate: u64,
+    pub(crate) stream: bool,
+    pub(crate) sent: u64,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    /// Sends skipped because `max_in_flight` requests were already waiting: the target could
+    /// not keep up with the rate.
+    pub(crate) skipped: u64,
+    pub(crate) achieved_rps: f64,
+    pub(crate) latency_ms: Percentiles,
+}
+
+impl RunResult {
+    /// Whether the target sustained the rate: nothing skipped, under 0.1% errors, and at least
+    /// 95% of the offered rate completed.
+    pub(crate) fn sustained(&self) -> bool {
+        self.skipped == 0
+            && (self.errors as f64) <= 0.001 * self.sent as f64
+            && self.achieved_rps >= 0.95 * self.rate as f64
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        p50: ms(h.value_at_quantile(0.50)),
+        p90: ms(h.value_at_quantile(0.90)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+/// Builds the HTTP client: a large connection pool, no proxy, HTTP/1.1 keep-alive.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(4096)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+fn body(cfg: &RunConfig) -> bytes::Bytes {
+    let mut v = serde_json::json!({
+        "model": cfg.model,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Summarize the plot of a short story about a fox in one sentence."}
+        ],
+        "max_tokens": 64
+    });
+    if cfg.stream {
+        v["stream"] = serde_json::Value::Bool(true);
+    }
+    bytes::Bytes::from(v.to_string())
+}
+
+async fn one(
+    client: &reqwest::Client,
+    cfg: &RunConfig,
+    payload: bytes::Bytes,
+) -> Result<(), String> {
+    let mut req = client
+        .post(&cfg.url)
+        .header("content-type", "application/json")
+        .body(payload);
+    if let Some(k) = &cfg.api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| format!("send: {e}"))?;
+    let status = resp.status();
+    let mut stream = resp.bytes_stream();
+    let mut saw_done = false;
+    let mut tail = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        if cfg.stream {
+            tail.extend_from_slice(&chunk);
+            if tail.len() > 64 {
+                tail.drain(..tail.len() - 64);
+            }
+            saw_done |= tail.windows(6).any(|w| w == b"[DONE]");
+        }
+    }
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    if cfg.stream && !saw_done {
+        return Err("stream ended without [DONE]".to_owned());
+    }
+    Ok(())
+}
+
+/// Runs `cfg` against its URL and returns what it measured.
+pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Result<RunResult> {
+    let payload = body(cfg);
+    // Microseconds, from 1 µs to 2 minutes, 3 significant digits.
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let last_done = Arc::new(Mutex::new(None::<Instant>));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let period = Duration::from_secs_f64(1.0 / cfg.rate.max(1) as f64);
+    let warm_n = (cfg.warmup.as_secs_f64() * cfg.rate as f64) as u64;
+    let total_n = warm_n + (cfg.duration.as_secs_f64() * cfg.rate as f64) as u64;
+    let start = Instant::now();
+    let measured_start = start + period * u32::try_from(warm_n).unwrap_or(u32::MAX);
+    let mut skipped = 0u64;
+    let mut tasks = Vec::with_capacity(total_n as usize);
+    for i in 0..total_n {
+        let intended = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(intended).await;
+        let measured = i >= warm_n;
+        if in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
+            if measured {
+                skipped += 1;
+            }
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, cfg2, payload) = (client.clone(), cfg.clone(), payload.clone());
+        let (hist, ok, errors, in_flight, last_done, first_error) = (
+            hist.clone(),
+            ok.clone(),
+            errors.clone(),
+            in_flight.clone(),
+            last_done.clone(),
+            first_error.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let result = one(&client, &cfg2, payload).await;
+            let done = Instant::now();
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            if !measured {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    let micros = u64::try_from(done.duration_since(intended).as_micros()).unwrap_or(u64::MAX);
+                    let _ = hist.lock().await.record(micros.max(1));
+                    let mut last = last_done.lock().await;
+                    if last.is_none_or(|l| done > l) {
+                        *last = Some(done);
+                    }
+                }
+                Err(e) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().await.get_or_insert(e);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(e) = first_error.lock().await.as_ref() {
+        eprintln!("  first error at {} req/s: {e}", cfg.rate);
+    }
+    let ok = ok.load(Ordering::Relaxed);
+    let elapsed = last_done
+        .lock()
+        .await
+        .map_or(cfg.duration, |l| l.duration_since(measured_start))
+        .max(Duration::from_millis(1));
+    let h = hist.lock().await;
+    Ok(RunResult {
+        rate: cfg.rate,
+        stream: cfg.stream,
+        sent: total_n - warm_n,
+        ok,
+        errors: errors.load(Ordering::Relaxed),
+        skipped,
+        achieved_rps: ok as f64 / elapsed.as_secs_f64(),
+        latency_ms: percentiles(&h),
+    })
+}

@@ -1,0 +1,187 @@
+//! `llmops-loadgen`: the load harness behind BENCHMARKS.md.
+//!
+//! - `upstream`: a canned OpenAI-compatible server (the fast fake upstream).
+//! - `run`: an open-loop, constant-rate client against one URL, latency measured from each
+//!   request's intended send time (no coordinated omission), HDR histograms.
+//! - `matrix`: the whole table — the upstream measured directly and through `llmops serve` at
+//!   each rate, streaming and not, the added latency per percentile, the gateway's CPU and
+//!   memory, and memory with thousands of concurrent slow streams.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod client;
+mod matrix;
+mod procstat;
+mod upstream;
+
+/// Load harness for the llmops gateway.
+#[derive(Debug, Parser)]
+#[command(name = "llmops-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the canned OpenAI-compatible upstream until interrupted.
+    Upstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+        /// Content chunks per streamed answer.
+        #[arg(long, default_value_t = 16)]
+        chunks: usize,
+        /// Milliseconds between streamed chunks.
+        #[arg(long, default_value_t = 0)]
+        chunk_delay_ms: u64,
+    },
+    /// Send requests at a constant rate to one chat-completions URL and print the latencies.
+    Run {
+        /// The chat-completions URL, e.g. http://127.0.0.1:8080/v1/chat/completions.
+        #[arg(long)]
+        url: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Unmeasured warm-up seconds.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Streamed requests.
+        #[arg(long)]
+        stream: bool,
+        /// Model name to send.
+        #[arg(long, default_value = "bench")]
+        model: String,
+        /// Bearer key to send.
+        #[arg(long, env = "LOADGEN_API_KEY")]
+        api_key: Option<String>,
+    },
+    /// Run the benchmark matrix against `llmops serve` and print a Markdown table.
+    Matrix {
+        /// Rates to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
+        rates: Vec<u64>,
+        /// Measured seconds per cell.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Unmeasured warm-up seconds per cell.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Which modes: `json`, `stream` or both (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "json,stream")]
+        modes: Vec<String>,
+        /// The llmops binary to start.
+        #[arg(long, default_value = "target/release/llmops")]
+        llmops: PathBuf,
+        /// TOML appended to the generated gateway config (budgets, cache, audit, ...).
+        #[arg(long)]
+        extra_config: Option<PathBuf>,
+        /// Bearer key, when the extra config defines `[[server.keys]]`.
+        #[arg(long, env = "LOADGEN_API_KEY")]
+        api_key: Option<String>,
+        /// Concurrent slow streams to hold open for the memory measurement (comma-separated;
+        /// empty to skip).
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        streams: Vec<u64>,
+        /// Write the Markdown table here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the raw results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Upstream { listen, chunks, chunk_delay_ms } => {
+            let addr = upstream::spawn(
+                listen,
+                upstream::UpstreamConfig { chunks, chunk_delay: Duration::from_millis(chunk_delay_ms) },
+            )
+            .await?;
+            eprintln!("canned upstream on http://{addr}/v1");
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Cmd::Run { url, rate, duration, warmup, stream, model, api_key } => {
+            let http = client::http_client()?;
+            let cfg = client::RunConfig {
+                url,
+                rate,
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+                stream,
+                model,
+                api_key,
+                max_in_flight: 20_000,
+            };
+            let result = client::run(&http, &cfg).await?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
+        Cmd::Matrix {
+            rates,
+            duration,
+            warmup,
+            modes,
+            llmops,
+            extra_config,
+            api_key,
+            streams,
+            out,
+            json,
+        } => {
+            let mut parsed = Vec::new();
+            for m in modes {
+                match m.as_str() {
+                    "json" => parsed.push(false),
+                    "stream" => parsed.push(true),
+                    other => anyhow::bail!("unknown mode `{other}`: use json, stream or both"),
+                }
+            }
+            let md = matrix::run(matrix::MatrixConfig {
+                rates,
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+                modes: parsed,
+                llmops,
+                extra_config,
+                api_key,
+                streams: streams.into_iter().filter(|n| *n > 0).collect(),
+                out,
+                json,
+            })
+            .await?;
+            println!("{md}");
+            Ok(())
+        }
+    }
+}

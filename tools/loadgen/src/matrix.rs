@@ -1,0 +1,299 @@
+//! The benchmark matrix: the canned upstream measured directly and through a gateway at each
+//! rate, added latency computed per percentile, the gateway's CPU and memory read from /proc,
+//! and many concurrent slow streams held open to measure memory per stream.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::client::{self, Percentiles, RunConfig, RunResult};
+use crate::procstat;
+use crate::upstream::{self, UpstreamConfig};
+
+/// Settings of a matrix run.
+#[derive(Clone, Debug)]
+pub(crate) struct MatrixConfig {
+    pub(crate) rates: Vec<u64>,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) modes: Vec<bool>,
+    pub(crate) llmops: PathBuf,
+    pub(crate) extra_config: Option<PathBuf>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) streams: Vec<u64>,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// A gateway process started for the run; killed on drop.
+pub(crate) struct GatewayProcess {
+    child: Child,
+    pub(crate) base: String,
+}
+
+impl GatewayProcess {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a gateway config pointing at the upstreams and starts `llmops serve` on a free port.
+pub(crate) fn start_gateway(
+    llmops: &PathBuf,
+    fast: SocketAddr,
+    slow: SocketAddr,
+    extra: Option<&PathBuf>,
+) -> anyhow::Result<GatewayProcess> {
+    let mut cfg = format!(
+        "[providers.upstream]\nkind = \"openai\"\nbase_url = \"http://{fast}/v1\"\n\n\
+         [providers.slow]\nkind = \"openai\"\nbase_url = \"http://{slow}/v1\"\n\n\
+         [models.bench]\ntargets = [\"upstream/bench\"]\n\n\
+         [models.slow]\ntargets = [\"slow/bench\"]\n\n"
+    );
+    if let Some(path) = extra {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        cfg.push_str(&text);
+    }
+    let dir = std::env::temp_dir().join(format!("llmops-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, cfg)?;
+    let mut child = Command::new(llmops)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {} (build it with `cargo build --release -p llmops-cli`)", llmops.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let Some(addr) = line.split("http://").nth(1).and_then(|r| r.split("/v1").next()) else {
+        let _ = child.kill();
+        bail!("the gateway did not start: {line}");
+    };
+    let base = format!("http://{addr}/v1");
+    // Keep draining stderr so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Ok(GatewayProcess { child, base })
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    stream: bool,
+    rate: u64,
+    direct: RunResult,
+    gateway: RunResult,
+    added_ms: Percentiles,
+    gateway_cpu_pct: f64,
+    gateway_rss_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct StreamsRow {
+    streams: u64,
+    opened: u64,
+    idle_rss_mib: f64,
+    peak_rss_mib: f64,
+    bytes_per_stream: f64,
+}
+
+fn added(g: &Percentiles, d: &Percentiles) -> Percentiles {
+    Percentiles {
+        p50: g.p50 - d.p50,
+        p90: g.p90 - d.p90,
+        p99: g.p99 - d.p99,
+        p999: g.p999 - d.p999,
+        max: g.max - d.max,
+    }
+}
+
+/// Opens `n` slow streams through the gateway at once and samples its memory while they are
+/// all open.
+async fn hold_streams(
+    http: &reqwest::Client,
+    gw: &GatewayProcess,
+    n: u64,
+    api_key: Option<&str>,
+) -> anyhow::Result<StreamsRow> {
+    let (idle, _) = procstat::memory_mib(gw.pid()).context("cannot read gateway memory")?;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = serde_json::json!({"model": "slow", "stream": true,
+        "messages": [{"role": "user", "content": "hold this stream open"}]})
+    .to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut req = http
+            .post(format!("{}/chat/completions", gw.base))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(k) = api_key {
+            req = req.bearer_auth(k);
+        }
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(resp) = req.send().await else { return };
+            let mut s = resp.bytes_stream();
+            if let Some(Ok(_)) = s.next().await {
+                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            while let Some(Ok(_)) = s.next().await {}
+        }));
+    }
+    // Wait until every stream delivered its first bytes (or 30 s), sampling memory meanwhile.
+    let mut peak = idle;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some((rss, _)) = procstat::memory_mib(gw.pid()) {
+            peak = peak.max(rss);
+        }
+        if opened.load(std::sync::atomic::Ordering::SeqCst) >= n {
+            break;
+        }
+    }
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some((rss, _)) = procstat::memory_mib(gw.pid()) {
+            peak = peak.max(rss);
+        }
+    }
+    let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(StreamsRow {
+        streams: n,
+        opened,
+        idle_rss_mib: idle,
+        peak_rss_mib: peak,
+        bytes_per_stream: (peak - idle) * 1024.0 * 1024.0 / n.max(1) as f64,
+    })
+}
+
+/// Runs the whole matrix and returns the Markdown report.
+pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
+    let fast = upstream::spawn(
+        "127.0.0.1:0".parse()?,
+        UpstreamConfig { chunks: 16, chunk_delay: Duration::ZERO },
+    )
+    .await?;
+    // 300 chunks, one every 100 ms: streams that stay open for 30 s.
+    let slow = upstream::spawn(
+        "127.0.0.1:0".parse()?,
+        UpstreamConfig { chunks: 300, chunk_delay: Duration::from_millis(100) },
+    )
+    .await?;
+    let gw = start_gateway(&cfg.llmops, fast, slow, cfg.extra_config.as_ref())?;
+    let http = client::http_client()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, _) = procstat::memory_mib(gw.pid()).context("cannot read the gateway's /proc entry")?;
+    let idle_rss = procstat::memory_mib(gw.pid()).map_or(0.0, |m| m.0);
+    eprintln!("gateway {} (pid {}), idle RSS {idle_rss:.1} MiB", gw.base, gw.pid());
+
+    let mut rows = Vec::new();
+    for &stream in &cfg.modes {
+        for &rate in &cfg.rates {
+            let base = RunConfig {
+                url: format!("http://{fast}/v1/chat/completions"),
+                rate,
+                duration: cfg.duration,
+                warmup: cfg.warmup,
+                stream,
+                model: "bench".to_owned(),
+                api_key: None,
+                max_in_flight: 20_000,
+            };
+            eprintln!("{} {rate} req/s: direct", if stream { "stream" } else { "json" });
+            let direct = client::run(&http, &base).await?;
+            let via = RunConfig {
+                url: format!("{}/chat/completions", gw.base),
+                api_key: cfg.api_key.clone(),
+                ..base
+            };
+            eprintln!("{} {rate} req/s: gateway", if stream { "stream" } else { "json" });
+            let cpu0 = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0);
+            let t0 = std::time::Instant::now();
+            let gateway = client::run(&http, &via).await?;
+            let cpu = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0) - cpu0;
+            let wall = t0.elapsed().as_secs_f64();
+            let rss = procstat::memory_mib(gw.pid()).map_or(0.0, |m| m.1);
+            rows.push(Row {
+                stream,
+                rate,
+                added_ms: added(&gateway.latency_ms, &direct.latency_ms),
+                direct,
+                gateway,
+                gateway_cpu_pct: 100.0 * cpu / wall.max(1e-9),
+                gateway_rss_mib: rss,
+            });
+        }
+    }
+    let mut streams_rows = Vec::new();
+    for &n in &cfg.streams {
+        eprintln!("holding {n} concurrent slow streams");
+        let row = hold_streams(&http, &gw, n, cfg.api_key.as_deref()).await?;
+        streams_rows.push(row);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let mut md = String::new();
+    writeln!(md, "| mode | rate (req/s) | achieved direct / gateway | added p50 | added p90 | added p99 | added p99.9 | gateway p99 | errors | sustained | gateway CPU | gateway peak RSS |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        writeln!(
+            md,
+            "| {} | {} | {:.0} / {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} | {:.0}% | {:.1} MiB |",
+            if r.stream { "stream" } else { "json" },
+            r.rate,
+            r.direct.achieved_rps,
+            r.gateway.achieved_rps,
+            r.added_ms.p50,
+            r.added_ms.p90,
+            r.added_ms.p99,
+            r.added_ms.p999,
+            r.gateway.latency_ms.p99,
+            r.gateway.errors + r.gateway.skipped,
+            if r.gateway.sustained() { "yes" } else { "no" },
+            r.gateway_cpu_pct,
+            r.gateway_rss_mib,
+        )?;
+    }
+    writeln!(md)?;
+    writeln!(md, "Idle RSS: {idle_rss:.1} MiB.")?;
+    if !streams_rows.is_empty() {
+        writeln!(md)?;
+        writeln!(md, "| concurrent streams | opened | idle RSS | peak RSS | bytes per stream |")?;
+        writeln!(md, "|---|---|---|---|---|")?;
+        for s in &streams_rows {
+            writeln!(
+                md,
+                "| {} | {} | {:.1} MiB | {:.1} MiB | {:.0} |",
+                s.streams, s.opened, s.idle_rss_mib, s.peak_rss_mib, s.bytes_per_stream
+            )?;
+        }
+    }
+    if let Some(path) = &cfg.json {
+        let json = serde_json::json!({"idle_rss_mib": idle_rss, "rows": rows, "streams": streams_rows});
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    if let Some(path) = &cfg.out {
+        std::fs::write(path, &md)?;
+    }
+    Ok(md)
+}
