@@ -66,11 +66,20 @@ pub fn router(gateway: Gateway) -> Router {
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then finishes the requests in
 /// flight.
+///
+/// Connections get `TCP_NODELAY`: streamed chunks are small writes, and with Nagle's
+/// algorithm each would wait for the client's delayed ACK (40 ms on Linux).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(gateway))
         .with_graceful_shutdown(shutdown)
         .await
