@@ -6,7 +6,7 @@
 # missing, then runs every test of every crate with all features, doc tests included.
 #
 # Overrides: LLMOPS_TEST_REDIS_URL, LLMOPS_TEST_PG_URL, LLMOPS_TEST_PYTHON,
-# LLMOPS_TEST_MLFLOW_PYTHON, LLMOPS_TEST_PROMTOOL. Extra arguments go to `cargo nextest run`
+# LLMOPS_TEST_MLFLOW_PYTHON, LLMOPS_TEST_PROMTOOL, LLMOPS_TEST_XMLLINT. Extra arguments go to `cargo nextest run`
 # (e.g. `bash tools/test.sh -p llmops-core`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,11 @@ if [ -f tools/mlflow-ci.sh ] && [ -z "${LLMOPS_TEST_MLFLOW_PYTHON:-}" ]; then
     say "preparing MLflow"
     LLMOPS_TEST_MLFLOW_PYTHON="$(bash tools/mlflow-ci.sh)"
     export LLMOPS_TEST_MLFLOW_PYTHON
+fi
+
+if [ -z "${LLMOPS_TEST_XMLLINT:-}" ] && ! command -v xmllint >/dev/null 2>&1; then
+    say "installing xmllint (Debian package libxml2-utils)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libxml2-utils) >&2 || true
 fi
 
 if [ -z "${LLMOPS_TEST_PROMTOOL:-}" ]; then

@@ -19,6 +19,26 @@ struct Cli {
 enum Command {
     /// Run the OpenAI-compatible gateway (with no config: a simulated model named `sim`).
     Serve(cmd::serve::ServeArgs),
+    /// Simulations: compare routing strategies on a simulated vLLM fleet.
+    #[command(subcommand)]
+    Sim(cmd::sim::SimCommand),
+    /// Live per-model latency, cost, error and cache-hit rates from a gateway's `/metrics`.
+    Top(cmd::top::TopArgs),
+    /// Print the exact token count of a text (a file, or standard input), and with `--json`
+    /// its estimated input cost.
+    Tokens(cmd::tokens::TokensArgs),
+    /// Generate audit keys, verify the tamper-evident audit log, show records.
+    Audit(cmd::audit::AuditArgs),
+    /// Scan standard input for PII and secrets, or for prompt injection.
+    Guard(cmd::guard::GuardArgs),
+    /// Run evaluation suites as CI gates (exit 0 pass, 1 regression, 2 error) and calibrate
+    /// LLM judges against human labels.
+    Eval(cmd::eval::EvalArgs),
+    /// Promote a prompt version to an environment if its evaluation gate passes (exit 0
+    /// promoted, 1 refused, 2 error); the decision is recorded.
+    Promote(cmd::promote::PromoteArgs),
+    /// Restore the previous prompt version of an environment; the decision is recorded.
+    Rollback(cmd::promote::RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +56,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Sim(cmd) => cmd::sim::run(cmd).await,
+            Command::Top(args) => cmd::top::run(args).await,
+            Command::Tokens(args) => cmd::tokens::run(args).await,
+            Command::Audit(args) => cmd::audit::run(args).await,
+            Command::Guard(args) => cmd::guard::run(args).await,
+            Command::Eval(args) => cmd::eval::run(args).await,
+            Command::Promote(args) => cmd::promote::run(args).await,
+            Command::Rollback(args) => cmd::promote::run_rollback(args).await,
         }
     });
     match result {

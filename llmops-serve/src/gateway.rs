@@ -17,9 +17,24 @@ use llmops_core::{
     BoxLlmService, Error, LlmRequest, LlmResponse, ModelInfo, Provider, ProviderService,
     RequestBody,
 };
-use tower::Service;
+use tower::{Layer, Service};
 
-use crate::config::{ModelConfig, ProviderConfig, ProviderKind, ServeConfig, Target};
+use crate::config::{
+    ModelConfig, ProviderConfig, ProviderKind, RetryConfig, RoutingStrategy, ServeConfig, Target,
+};
+use crate::layers::balance::{Balance, Endpoint, Strategy};
+use crate::layers::batch::{BatchConfig, EmbeddingBatchLayer};
+use crate::layers::canary::Canary;
+use crate::layers::circuit::{Circuit, CircuitBreakerLayer, CircuitConfig, HealthGateLayer};
+use crate::layers::concurrency::ConcurrencyLimitLayer;
+use crate::layers::fallback::Fallback;
+use crate::layers::retry::{RetryBudget, RetryLayer, RetryPolicy};
+use crate::layers::shadow::{ShadowLayer, ShadowSink, TracingShadowSink};
+use crate::layers::timeout::{DeadlineLayer, TimeoutLayer, Timeouts};
+use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::openai::OpenAiProvider;
+use crate::providers::vllm::{ProbeTask, ReplicaState, VllmOptions, VllmProvider};
+use crate::providers::{DEFAULT_CONNECT_TIMEOUT, HttpProviderConfig, HttpTransport};
 
 /// A configuration that cannot be turned into a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -56,16 +71,16 @@ pub enum ConfigError {
         /// The model.
         model: String,
     },
-    /// A model lists several targets but no routing strategy can use them.
+    /// A provider's API-key variable is unset or empty.
     #[error(
-        "model `{model}`: {count} targets are listed, but routing across several targets \
-         is not supported by this build; list exactly one target"
+        "providers.{provider}: environment variable `{var}` (`api_key_env`) is not set; \
+         export it or remove `api_key_env`"
     )]
-    MultipleTargets {
-        /// The model.
-        model: String,
-        /// How many targets.
-        count: usize,
+    MissingApiKey {
+        /// The provider.
+        provider: String,
+        /// The variable.
+        var: String,
     },
     /// A setting has an invalid value.
     #[error("{section}: {message}")]
@@ -101,6 +116,7 @@ pub struct KeyInfo {
 struct ModelRoute {
     service: BoxLlmService,
     owned_by: String,
+    balance: Option<Balance>,
 }
 
 struct Inner {
@@ -108,6 +124,7 @@ struct Inner {
     keys: HashMap<String, KeyInfo>,
     max_body_bytes: usize,
     request_timeout: Duration,
+    _probes: Vec<ProbeTask>,
 }
 
 /// Model names mapped to pipelines, virtual keys and edge limits. Cheap to clone.
@@ -134,6 +151,7 @@ impl Gateway {
         GatewayBuilder {
             models: HashMap::new(),
             keys: HashMap::new(),
+            probes: Vec::new(),
             max_body_bytes: crate::config::ServerConfig::default().max_body_bytes,
             request_timeout: Duration::from_millis(
                 crate::config::ServerConfig::default().request_timeout_ms,
@@ -142,13 +160,49 @@ impl Gateway {
     }
 
     /// Builds every provider and model of `cfg`, reading key secrets from the environment.
+    /// Inside a tokio runtime, the probes of vLLM providers start at once and stop when the
+    /// gateway is dropped.
     pub fn from_config(cfg: &ServeConfig) -> Result<Self, ConfigError> {
+        Self::from_config_with(cfg, &BuildOptions::default())
+    }
+
+    /// [`from_config`](Self::from_config) with options files cannot express (a shadow sink).
+    pub fn from_config_with(
+        cfg: &ServeConfig,
+        options: &BuildOptions,
+    ) -> Result<Self, ConfigError> {
         let providers = build_providers(cfg)?;
         let mut b = Self::builder()
             .max_body_bytes(cfg.server.max_body_bytes)
             .request_timeout(Duration::from_millis(cfg.server.request_timeout_ms));
         for (name, model) in &cfg.models {
-            b = b.model(name, build_model(name, model, &providers)?);
+            let pipeline = build_model(name, model, &providers, options)?;
+            b = b.model(name, pipeline.service);
+            if let (Some(balance), Some(route)) =
+                (pipeline.balance, b.models.get_mut(name.as_str()))
+            {
+                route.balance = Some(balance);
+            }
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let used: std::collections::BTreeSet<&str> = cfg
+                .models
+                .values()
+                .flat_map(|m| {
+                    m.targets
+                        .iter()
+                        .chain(m.canary.iter().map(|c| &c.target))
+                        .chain(m.shadow.iter().map(|s| &s.target))
+                })
+                .filter_map(|t| t.split_once('/').map(|(p, _)| p))
+                .collect();
+            for (name, p) in &providers {
+                if used.contains(name.as_str())
+                    && let Some(task) = p.spawn_probes()
+                {
+                    b.probes.push(task);
+                }
+            }
         }
         for key in &cfg.server.keys {
             let secret = std::env::var(&key.key_env).unwrap_or_default();
@@ -178,6 +232,21 @@ impl Gateway {
             .map(|(name, r)| ModelInfo::new(name.clone(), r.owned_by.clone()))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The load of every balanced model's targets as Prometheus text (queue depth, running
+    /// requests and KV-cache usage of vLLM replicas, calls in flight, availability), for
+    /// autoscalers and dashboards.
+    pub fn autoscaling_metrics(&self) -> String {
+        let mut names: Vec<&String> = self.inner.models.keys().collect();
+        names.sort();
+        let mut out = String::new();
+        for name in names {
+            if let Some(b) = self.inner.models.get(name).and_then(|r| r.balance.as_ref()) {
+                out.push_str(&crate::layers::balance::render_autoscaling_metrics(name, b));
+            }
+        }
         out
     }
 
@@ -212,6 +281,7 @@ impl Gateway {
 pub struct GatewayBuilder {
     models: HashMap<String, ModelRoute>,
     keys: HashMap<String, KeyInfo>,
+    probes: Vec<ProbeTask>,
     max_body_bytes: usize,
     request_timeout: Duration,
 }
@@ -232,6 +302,7 @@ impl GatewayBuilder {
             ModelRoute {
                 service,
                 owned_by: "llmops".to_owned(),
+                balance: None,
             },
         );
         self
@@ -269,15 +340,79 @@ impl GatewayBuilder {
                 keys: self.keys,
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: self.request_timeout,
+                _probes: self.probes,
             }),
         }
     }
 }
 
+/// Options of [`Gateway::from_config_with`] and [`build_model`] that configuration files
+/// cannot express.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// Where shadow answers go (default: a `tracing` event per answer).
+    pub shadow_sink: Option<Arc<dyn ShadowSink>>,
+}
+
+impl fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("shadow_sink", &self.shadow_sink.is_some())
+            .finish()
+    }
+}
+
+impl BuildOptions {
+    /// Sends shadow answers to `sink` (builder style).
+    #[must_use]
+    pub fn shadow_sink(mut self, sink: Arc<dyn ShadowSink>) -> Self {
+        self.shadow_sink = Some(sink);
+        self
+    }
+}
+
+/// A built provider: the client, and for vLLM replicas their probe state.
+#[derive(Clone)]
+pub struct BuiltProvider {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// The region from the configuration.
+    pub region: Option<String>,
+    vllm: Option<VllmProvider>,
+}
+
+impl fmt::Debug for BuiltProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuiltProvider")
+            .field("name", &self.provider.name())
+            .finish()
+    }
+}
+
+impl BuiltProvider {
+    /// A provider without probes.
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider,
+            region: None,
+            vllm: None,
+        }
+    }
+
+    /// The vLLM replica's probe state, for vLLM providers.
+    pub fn replica(&self) -> Option<Arc<ReplicaState>> {
+        self.vllm.as_ref().map(VllmProvider::replica)
+    }
+
+    /// Starts the background probes of a vLLM provider (needs a tokio runtime).
+    pub fn spawn_probes(&self) -> Option<ProbeTask> {
+        self.vllm.as_ref().map(VllmProvider::spawn_probes)
+    }
+}
+
 /// Builds every `[providers.*]` entry.
-pub fn build_providers(
-    cfg: &ServeConfig,
-) -> Result<BTreeMap<String, Arc<dyn Provider>>, ConfigError> {
+pub fn build_providers(cfg: &ServeConfig) -> Result<BTreeMap<String, BuiltProvider>, ConfigError> {
     let mut out = BTreeMap::new();
     for (name, p) in &cfg.providers {
         out.insert(name.clone(), build_provider(name, p)?);
@@ -285,62 +420,391 @@ pub fn build_providers(
     Ok(out)
 }
 
-/// Builds one provider from its section.
-pub fn build_provider(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, ConfigError> {
-    match cfg.kind {
+fn invalid(section: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        section,
+        message: message.into(),
+    }
+}
+
+/// Builds one provider from its section (reading its API key from the environment).
+pub fn build_provider(name: &str, cfg: &ProviderConfig) -> Result<BuiltProvider, ConfigError> {
+    let section = format!("providers.{name}");
+    if cfg.kind != ProviderKind::Sim && (cfg.ttft_ms.is_some() || cfg.tokens_per_second.is_some()) {
+        return Err(invalid(
+            section,
+            "`ttft_ms` and `tokens_per_second` apply to `kind = \"sim\"` only",
+        ));
+    }
+    if cfg.kind != ProviderKind::Vllm
+        && (cfg.cache_salt_per_tenant
+            || cfg.health_interval_ms.is_some()
+            || cfg.metrics_interval_ms.is_some())
+    {
+        return Err(invalid(
+            section,
+            "`cache_salt_per_tenant`, `health_interval_ms` and `metrics_interval_ms` apply to `kind = \"vllm\"` only",
+        ));
+    }
+    let built = match cfg.kind {
         ProviderKind::Sim => {
+            if cfg.base_url.is_some() || cfg.api_key_env.is_some() {
+                return Err(invalid(
+                    section,
+                    "a `sim` provider takes no `base_url` or `api_key_env`",
+                ));
+            }
             let mut b = SimProvider::builder().name(name);
             if let Some(ms) = cfg.ttft_ms {
                 b = b.ttft(Duration::from_millis(ms));
             }
             if let Some(tps) = cfg.tokens_per_second {
                 if !(tps.is_finite() && tps >= 0.0) {
-                    return Err(ConfigError::Invalid {
-                        section: format!("providers.{name}"),
-                        message: format!("`tokens_per_second` must be >= 0, got {tps}"),
-                    });
+                    return Err(invalid(
+                        section,
+                        format!("`tokens_per_second` must be >= 0, got {tps}"),
+                    ));
                 }
                 b = b.tokens_per_second(tps);
             }
-            Ok(Arc::new(b.build()))
+            BuiltProvider::new(Arc::new(b.build()))
         }
-    }
+        kind => {
+            let http = http_config(name, &section, cfg)?;
+            let connect = cfg
+                .connect_timeout_ms
+                .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis);
+            let transport = HttpTransport::shared(connect)
+                .map_err(|e| invalid(section.clone(), e.to_string()))?;
+            let wrap = |e: Error| invalid(section.clone(), e.message().to_owned());
+            match kind {
+                ProviderKind::Vllm => {
+                    let mut opts = VllmOptions {
+                        cache_salt_per_tenant: cfg.cache_salt_per_tenant,
+                        ..VllmOptions::default()
+                    };
+                    if let Some(ms) = cfg.health_interval_ms {
+                        opts.health_interval = Duration::from_millis(ms.max(10));
+                    }
+                    if let Some(ms) = cfg.metrics_interval_ms {
+                        opts.metrics_interval = Duration::from_millis(ms.max(10));
+                    }
+                    let v = VllmProvider::new(&http, opts, transport).map_err(wrap)?;
+                    BuiltProvider {
+                        provider: Arc::new(v.clone()),
+                        region: None,
+                        vllm: Some(v),
+                    }
+                }
+                ProviderKind::Anthropic => BuiltProvider::new(Arc::new(
+                    AnthropicProvider::new(&http, transport).map_err(wrap)?,
+                )),
+                _ => BuiltProvider::new(Arc::new(
+                    OpenAiProvider::new(&http, transport).map_err(wrap)?,
+                )),
+            }
+        }
+    };
+    Ok(BuiltProvider {
+        region: cfg.region.clone(),
+        ..built
+    })
 }
 
-/// Builds the pipeline of one model: its target's provider, called with the upstream model
-/// name.
+fn http_config(
+    name: &str,
+    section: &str,
+    cfg: &ProviderConfig,
+) -> Result<HttpProviderConfig, ConfigError> {
+    let Some(base) = cfg.base_url.as_deref().filter(|b| !b.trim().is_empty()) else {
+        return Err(invalid(
+            section.to_owned(),
+            format!(
+                "`base_url` is required for `kind = \"{}\"`",
+                cfg.kind.as_str()
+            ),
+        ));
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(invalid(
+            section.to_owned(),
+            format!("`base_url` must start with http:// or https://, got `{base}`"),
+        ));
+    }
+    let mut http = HttpProviderConfig::new(name, base.trim());
+    if let Some(var) = &cfg.api_key_env {
+        let key = std::env::var(var).unwrap_or_default();
+        if key.is_empty() {
+            return Err(ConfigError::MissingApiKey {
+                provider: name.to_owned(),
+                var: var.clone(),
+            });
+        }
+        http = http.with_api_key(key);
+    }
+    for (n, v) in &cfg.headers {
+        http = http
+            .with_header(n, v)
+            .map_err(|e| invalid(section.to_owned(), format!("headers: {}", e.message())))?;
+    }
+    if let Some(ms) = cfg.timeout_ms {
+        http = http.with_timeout(Duration::from_millis(ms));
+    }
+    http.region.clone_from(&cfg.region);
+    Ok(http)
+}
+
+/// A model's pipeline, and its balancer when the strategy balances.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ModelPipeline {
+    /// The pipeline.
+    pub service: BoxLlmService,
+    /// The balancer, for `weighted`, `least-outstanding` and `least-latency` models.
+    pub balance: Option<Balance>,
+}
+
+fn parse_target(
+    model: &str,
+    t: &str,
+    providers: &BTreeMap<String, BuiltProvider>,
+) -> Result<(Target, BuiltProvider), ConfigError> {
+    let target = Target::parse(t).ok_or_else(|| ConfigError::BadTarget {
+        model: model.to_owned(),
+        target: t.to_owned(),
+    })?;
+    let built = providers
+        .get(&target.provider)
+        .ok_or_else(|| ConfigError::UnknownProvider {
+            model: model.to_owned(),
+            target: t.to_owned(),
+            provider: target.provider.clone(),
+            known: providers.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+    Ok((target, built.clone()))
+}
+
+/// One target's stack: provider → (batching) → concurrency limit → timeouts → circuit →
+/// (health gate, for vLLM replicas).
+fn target_stack(
+    cfg: &ModelConfig,
+    target: &Target,
+    built: &BuiltProvider,
+) -> (BoxLlmService, Option<Arc<Circuit>>) {
+    let name: Arc<str> = Arc::from(built.provider.name());
+    let mut svc = BoxLlmService::new(TargetService::new(
+        built.provider.clone(),
+        target.model.clone(),
+    ));
+    if let Some(b) = &cfg.batch {
+        let layer = EmbeddingBatchLayer::new(BatchConfig::new(
+            b.max_batch,
+            Duration::from_millis(b.max_wait_ms),
+        ));
+        svc = BoxLlmService::new(layer.layer(svc));
+    }
+    if let Some(max) = cfg.max_concurrency {
+        svc = BoxLlmService::new(
+            ConcurrencyLimitLayer::new(max)
+                .for_target(name.clone())
+                .layer(svc),
+        );
+    }
+    let mut t = Timeouts::new();
+    t.ttft = cfg.timeouts.ttft_ms.map(Duration::from_millis);
+    t.idle = cfg.timeouts.idle_ms.map(Duration::from_millis);
+    t.attempt = cfg.timeouts.attempt_ms.map(Duration::from_millis);
+    svc = BoxLlmService::new(TimeoutLayer::new(t).for_target(name.clone()).layer(svc));
+    let circuit = cfg.circuit.enabled.then(|| {
+        let c = &cfg.circuit;
+        let cc = CircuitConfig {
+            consecutive_failures: c.consecutive_failures.max(1),
+            failure_ratio: c.failure_ratio,
+            min_requests: c.min_requests.max(1),
+            window: Duration::from_millis(c.window_ms.max(10)),
+            cooldown: Duration::from_millis(c.cooldown_ms),
+            quota_cooldown: Duration::from_millis(c.quota_cooldown_ms),
+            ..CircuitConfig::default()
+        };
+        Circuit::new(name.clone(), cc)
+    });
+    if let Some(c) = &circuit {
+        svc = BoxLlmService::new(CircuitBreakerLayer::new(c.clone()).layer(svc));
+    }
+    if let Some(replica) = built.replica() {
+        svc = BoxLlmService::new(HealthGateLayer::new(name, replica).layer(svc));
+    }
+    (svc, circuit)
+}
+
+fn retry_policy(cfg: &RetryConfig, budget: &Arc<RetryBudget>) -> RetryPolicy {
+    RetryPolicy::new(cfg.max_attempts)
+        .backoff(
+            Duration::from_millis(cfg.backoff_base_ms),
+            Duration::from_millis(cfg.backoff_max_ms),
+        )
+        .max_retry_after(Duration::from_millis(cfg.max_retry_after_ms))
+        .budget(budget.clone())
+}
+
+fn validate_model(name: &str, cfg: &ModelConfig) -> Result<(), ConfigError> {
+    let section = format!("models.{name}");
+    if cfg.targets.is_empty() {
+        return Err(ConfigError::NoTargets {
+            model: name.to_owned(),
+        });
+    }
+    if cfg.retry.max_attempts == 0 {
+        return Err(invalid(
+            format!("{section}.retry"),
+            "`max_attempts` must be at least 1",
+        ));
+    }
+    if !(0.0..=1.0).contains(&cfg.circuit.failure_ratio) {
+        return Err(invalid(
+            format!("{section}.circuit"),
+            "`failure_ratio` must be between 0 and 1",
+        ));
+    }
+    if !(cfg.retry.budget_ratio >= 0.0 && cfg.retry.budget_min_per_second >= 0.0) {
+        return Err(invalid(
+            format!("{section}.retry"),
+            "budget settings must be >= 0",
+        ));
+    }
+    match (&cfg.weights, cfg.strategy) {
+        (Some(w), RoutingStrategy::Weighted) if w.len() != cfg.targets.len() => {
+            return Err(invalid(
+                section,
+                format!(
+                    "`weights` has {} entries for {} targets: give one weight per target",
+                    w.len(),
+                    cfg.targets.len()
+                ),
+            ));
+        }
+        (Some(w), RoutingStrategy::Weighted) if w.iter().all(|x| *x == 0) => {
+            return Err(invalid(section, "`weights` must not all be 0"));
+        }
+        (Some(_), s) if s != RoutingStrategy::Weighted => {
+            return Err(invalid(
+                section,
+                "`weights` applies to `strategy = \"weighted\"` only",
+            ));
+        }
+        _ => {}
+    }
+    for (what, split) in [("canary", &cfg.canary), ("shadow", &cfg.shadow)] {
+        if let Some(s) = split
+            && !(0.0..=1.0).contains(&s.share)
+        {
+            return Err(invalid(
+                format!("{section}.{what}"),
+                format!("`share` must be between 0 and 1, got {}", s.share),
+            ));
+        }
+    }
+    if cfg.max_concurrency == Some(0) {
+        return Err(invalid(section, "`max_concurrency` must be at least 1"));
+    }
+    if let Some(b) = &cfg.batch
+        && b.max_batch == 0
+    {
+        return Err(invalid(
+            format!("{section}.batch"),
+            "`max_batch` must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the pipeline of one model from its section: targets, routing strategy, retries,
+/// timeouts, circuit breakers, concurrency limits, canary, shadow and batching.
 pub fn build_model(
     name: &str,
     cfg: &ModelConfig,
-    providers: &BTreeMap<String, Arc<dyn Provider>>,
-) -> Result<BoxLlmService, ConfigError> {
+    providers: &BTreeMap<String, BuiltProvider>,
+    options: &BuildOptions,
+) -> Result<ModelPipeline, ConfigError> {
+    validate_model(name, cfg)?;
+    let budget = Arc::new(RetryBudget::new(
+        cfg.retry.budget_ratio,
+        cfg.retry.budget_min_per_second,
+        Duration::from_secs(10),
+    ));
     let mut targets = Vec::with_capacity(cfg.targets.len());
     for t in &cfg.targets {
-        let target = Target::parse(t).ok_or_else(|| ConfigError::BadTarget {
-            model: name.to_owned(),
-            target: t.clone(),
-        })?;
-        let provider =
-            providers
-                .get(&target.provider)
-                .ok_or_else(|| ConfigError::UnknownProvider {
-                    model: name.to_owned(),
-                    target: t.clone(),
-                    provider: target.provider.clone(),
-                    known: providers.keys().cloned().collect::<Vec<_>>().join(", "),
-                })?;
-        targets.push(TargetService::new(provider.clone(), target.model));
+        targets.push(parse_target(name, t, providers)?);
     }
-    match targets.len() {
-        0 => Err(ConfigError::NoTargets {
-            model: name.to_owned(),
-        }),
-        1 => Ok(BoxLlmService::new(targets.remove(0))),
-        count => Err(ConfigError::MultipleTargets {
-            model: name.to_owned(),
-            count,
-        }),
+    let mut balance = None;
+    let mut service = match cfg.strategy {
+        RoutingStrategy::Fallback => {
+            let n = targets.len();
+            let chain = targets
+                .iter()
+                .enumerate()
+                .map(|(i, (target, built))| {
+                    let (svc, _) = target_stack(cfg, target, built);
+                    let policy = retry_policy(&cfg.retry, &budget).retry_overloaded(i + 1 == n);
+                    (
+                        built.provider.name().to_owned(),
+                        BoxLlmService::new(RetryLayer::new(policy).layer(svc)),
+                    )
+                })
+                .collect();
+            BoxLlmService::new(Fallback::new(chain))
+        }
+        strategy => {
+            let weights = cfg
+                .weights
+                .clone()
+                .unwrap_or_else(|| vec![1; targets.len()]);
+            let endpoints = targets
+                .iter()
+                .zip(weights)
+                .map(|((target, built), w)| {
+                    let (svc, circuit) = target_stack(cfg, target, built);
+                    let mut ep = Endpoint::new(built.provider.name(), svc).with_weight(w);
+                    if let Some(c) = circuit {
+                        ep = ep.with_circuit(c);
+                    }
+                    if let Some(r) = built.replica() {
+                        ep = ep.with_load_source(r);
+                    }
+                    ep
+                })
+                .collect();
+            let s = match strategy {
+                RoutingStrategy::Weighted => Strategy::Weighted,
+                RoutingStrategy::LeastOutstanding => Strategy::LeastOutstanding,
+                _ => Strategy::LeastLatency,
+            };
+            let b = Balance::with_strategy(endpoints, s);
+            balance = Some(b.clone());
+            BoxLlmService::new(RetryLayer::new(retry_policy(&cfg.retry, &budget)).layer(b))
+        }
+    };
+    if let Some(canary) = &cfg.canary {
+        let (target, built) = parse_target(name, &canary.target, providers)?;
+        let (svc, _) = target_stack(cfg, &target, &built);
+        let candidate =
+            BoxLlmService::new(RetryLayer::new(retry_policy(&cfg.retry, &budget)).layer(svc));
+        service = BoxLlmService::new(Canary::new(service, candidate, canary.share));
     }
+    if let Some(shadow) = &cfg.shadow {
+        let (target, built) = parse_target(name, &shadow.target, providers)?;
+        let (svc, _) = target_stack(cfg, &target, &built);
+        let sink = options
+            .shadow_sink
+            .clone()
+            .unwrap_or_else(|| Arc::new(TracingShadowSink));
+        let layer = ShadowLayer::new(built.provider.name(), svc, shadow.share, sink);
+        service = BoxLlmService::new(layer.layer(service));
+    }
+    if let Some(ms) = cfg.timeouts.total_ms {
+        service = BoxLlmService::new(DeadlineLayer::new(Duration::from_millis(ms)).layer(service));
+    }
+    Ok(ModelPipeline { service, balance })
 }
 
 /// A provider called with a fixed upstream model name: the client's model name (the

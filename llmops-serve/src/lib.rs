@@ -14,6 +14,20 @@
 //!   equally available to library users who never run an HTTP server.
 //! - Errors are answered with the status and OpenAI error JSON that
 //!   [`llmops_core::Error`] defines, from one place.
+//! - [`providers`] are the upstream clients — OpenAI-compatible, vLLM and Anthropic — each an
+//!   I/O-free codec (encoding, decoding, SSE parsing, error classification by status *and*
+//!   `error.type`/`error.code`) over one shared, connection-pooled HTTP client. Providers
+//!   never retry or fall back on their own.
+//! - [`layers`] are the resilience and routing layers, plain tower services configured per
+//!   logical model: retries with full-jitter backoff, `Retry-After` and a retry budget;
+//!   time-to-first-token, idle and total timeouts; fallback chains; weighted,
+//!   least-outstanding and peak-EWMA load balancing fed by vLLM's own load metrics; circuit
+//!   breakers with 429 cool-downs; per-target concurrency limits held for a stream's life;
+//!   canary and shadow traffic; embedding micro-batching.
+//! - Streams commit on their first **content** delta: a failure before it is retried or
+//!   falls back transparently; a failure after it ends the stream with a clean error, never
+//!   a truncated answer that looks complete. Every upstream attempt is logged and counted
+//!   ([`layers::AttemptLog`]), and the answering target is reported in `x-llmops-provider`.
 //!
 //! # Example: serve a simulated model
 //!
@@ -31,3 +45,6 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod layers;
+pub mod prefix;
+pub mod providers;

@@ -148,7 +148,11 @@ async fn one(
 pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     let payload = body(cfg);
     // Microseconds, from 1 µs to 2 minutes, 3 significant digits.
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        120_000_000,
+        3,
+    )?));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -191,7 +195,8 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
             match result {
                 Ok(()) => {
                     ok.fetch_add(1, Ordering::Relaxed);
-                    let micros = u64::try_from(done.duration_since(intended).as_micros()).unwrap_or(u64::MAX);
+                    let micros = u64::try_from(done.duration_since(intended).as_micros())
+                        .unwrap_or(u64::MAX);
                     let _ = hist.lock().await.record(micros.max(1));
                     let mut last = last_done.lock().await;
                     if last.is_none_or(|l| done > l) {

@@ -103,7 +103,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -121,17 +124,32 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Upstream { listen, chunks, chunk_delay_ms } => {
+        Cmd::Upstream {
+            listen,
+            chunks,
+            chunk_delay_ms,
+        } => {
             let addr = upstream::spawn(
                 listen,
-                upstream::UpstreamConfig { chunks, chunk_delay: Duration::from_millis(chunk_delay_ms) },
+                upstream::UpstreamConfig {
+                    chunks,
+                    chunk_delay: Duration::from_millis(chunk_delay_ms),
+                },
             )
             .await?;
             eprintln!("canned upstream on http://{addr}/v1");
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Cmd::Run { url, rate, duration, warmup, stream, model, api_key } => {
+        Cmd::Run {
+            url,
+            rate,
+            duration,
+            warmup,
+            stream,
+            model,
+            api_key,
+        } => {
             let http = client::http_client()?;
             let cfg = client::RunConfig {
                 url,

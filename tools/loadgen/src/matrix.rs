@@ -79,12 +79,21 @@ pub(crate) fn start_gateway(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start {} (build it with `cargo build --release -p llmops-cli`)", llmops.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with `cargo build --release -p llmops-cli`)",
+                llmops.display()
+            )
+        })?;
     let stderr = child.stderr.take().context("no stderr")?;
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let Some(addr) = line.split("http://").nth(1).and_then(|r| r.split("/v1").next()) else {
+    let Some(addr) = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split("/v1").next())
+    else {
         let _ = child.kill();
         bail!("the gateway did not start: {line}");
     };
@@ -190,13 +199,19 @@ async fn hold_streams(
 pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
     let fast = upstream::spawn(
         "127.0.0.1:0".parse()?,
-        UpstreamConfig { chunks: 16, chunk_delay: Duration::ZERO },
+        UpstreamConfig {
+            chunks: 16,
+            chunk_delay: Duration::ZERO,
+        },
     )
     .await?;
     // 300 chunks, one every 100 ms: streams that stay open for 30 s.
     let slow = upstream::spawn(
         "127.0.0.1:0".parse()?,
-        UpstreamConfig { chunks: 300, chunk_delay: Duration::from_millis(100) },
+        UpstreamConfig {
+            chunks: 300,
+            chunk_delay: Duration::from_millis(100),
+        },
     )
     .await?;
     let gw = start_gateway(&cfg.llmops, fast, slow, cfg.extra_config.as_ref())?;
@@ -204,7 +219,11 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, _) = procstat::memory_mib(gw.pid()).context("cannot read the gateway's /proc entry")?;
     let idle_rss = procstat::memory_mib(gw.pid()).map_or(0.0, |m| m.0);
-    eprintln!("gateway {} (pid {}), idle RSS {idle_rss:.1} MiB", gw.base, gw.pid());
+    eprintln!(
+        "gateway {} (pid {}), idle RSS {idle_rss:.1} MiB",
+        gw.base,
+        gw.pid()
+    );
 
     let mut rows = Vec::new();
     for &stream in &cfg.modes {
@@ -219,14 +238,20 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
                 api_key: None,
                 max_in_flight: 20_000,
             };
-            eprintln!("{} {rate} req/s: direct", if stream { "stream" } else { "json" });
+            eprintln!(
+                "{} {rate} req/s: direct",
+                if stream { "stream" } else { "json" }
+            );
             let direct = client::run(&http, &base).await?;
             let via = RunConfig {
                 url: format!("{}/chat/completions", gw.base),
                 api_key: cfg.api_key.clone(),
                 ..base
             };
-            eprintln!("{} {rate} req/s: gateway", if stream { "stream" } else { "json" });
+            eprintln!(
+                "{} {rate} req/s: gateway",
+                if stream { "stream" } else { "json" }
+            );
             let cpu0 = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0);
             let t0 = std::time::Instant::now();
             let gateway = client::run(&http, &via).await?;
@@ -253,7 +278,10 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
     }
 
     let mut md = String::new();
-    writeln!(md, "| mode | rate (req/s) | achieved direct / gateway | added p50 | added p90 | added p99 | added p99.9 | gateway p99 | errors | sustained | gateway CPU | gateway peak RSS |")?;
+    writeln!(
+        md,
+        "| mode | rate (req/s) | achieved direct / gateway | added p50 | added p90 | added p99 | added p99.9 | gateway p99 | errors | sustained | gateway CPU | gateway peak RSS |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for r in &rows {
         writeln!(
@@ -278,7 +306,10 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
     writeln!(md, "Idle RSS: {idle_rss:.1} MiB.")?;
     if !streams_rows.is_empty() {
         writeln!(md)?;
-        writeln!(md, "| concurrent streams | opened | idle RSS | peak RSS | bytes per stream |")?;
+        writeln!(
+            md,
+            "| concurrent streams | opened | idle RSS | peak RSS | bytes per stream |"
+        )?;
         writeln!(md, "|---|---|---|---|---|")?;
         for s in &streams_rows {
             writeln!(
@@ -289,7 +320,8 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
         }
     }
     if let Some(path) = &cfg.json {
-        let json = serde_json::json!({"idle_rss_mib": idle_rss, "rows": rows, "streams": streams_rows});
+        let json =
+            serde_json::json!({"idle_rss_mib": idle_rss, "rows": rows, "streams": streams_rows});
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     if let Some(path) = &cfg.out {

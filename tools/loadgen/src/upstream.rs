@@ -51,11 +51,18 @@ fn canned(cfg: UpstreamConfig) -> Canned {
 async fn chat(state: axum::extract::State<Arc<Canned>>, body: Bytes) -> Response {
     // A real upstream parses the request; so does this one, to keep the baseline honest.
     let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => v.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        Ok(v) => v
+            .get("stream")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
         Err(_) => return (StatusCode::BAD_REQUEST, "bad json").into_response(),
     };
     if !stream {
-        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], state.completion.clone())
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            state.completion.clone(),
+        )
             .into_response();
     }
     let st = state.0.clone();
@@ -70,7 +77,11 @@ async fn chat(state: axum::extract::State<Arc<Canned>>, body: Bytes) -> Response
             if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let bytes = if i == n { st.tail.clone() } else { st.chunk.clone() };
+            let bytes = if i == n {
+                st.tail.clone()
+            } else {
+                st.chunk.clone()
+            };
             Some((Ok::<_, std::convert::Infallible>(bytes), i + 1))
         }
     });

@@ -1,0 +1,104 @@
+//! Fallback chains: ordered targets, tried one after the other.
+//!
+//! [`Fallback`] calls its first target; when that fails with an error another target may fix
+//! ([`Error::allows_fallback`]: quota, auth, model not found, context length, overload,
+//! server errors, timeouts, and streams broken before their first content delta) it moves to
+//! the next. Errors no target can fix (a malformed request, a policy refusal, a stream that
+//! already delivered content) are returned at once. Put a [`RetryLayer`](super::retry) around
+//! each target to retry transient errors on it before moving on.
+//!
+//! Streams commit on their first content delta ([`super::commit_stream`]), so a stream that
+//! fails before any content falls back transparently; after it, the caller gets a clean
+//! stream error.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use llmops_core::service::BoxFuture;
+use llmops_core::{BoxLlmService, Error, ErrorKind, LlmRequest, LlmResponse};
+use tower::{Service, ServiceExt};
+
+use super::AttemptLog;
+
+/// An ordered chain of named targets.
+#[derive(Clone)]
+pub struct Fallback {
+    targets: Arc<[(Arc<str>, BoxLlmService)]>,
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.targets.iter().map(|(n, _)| n.as_ref()).collect();
+        f.debug_struct("Fallback").field("targets", &names).finish()
+    }
+}
+
+impl Fallback {
+    /// A chain trying `targets` in order. Names label attempts in logs.
+    pub fn new(targets: Vec<(String, BoxLlmService)>) -> Self {
+        Self {
+            targets: targets
+                .into_iter()
+                .map(|(n, s)| (Arc::from(n.as_str()), s))
+                .collect(),
+        }
+    }
+
+    /// How many targets the chain has.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether the chain is empty (every call then fails).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+impl Service<LlmRequest> for Fallback {
+    type Response = LlmResponse;
+    type Error = Error;
+    type Future = BoxFuture<Result<LlmResponse, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: LlmRequest) -> Self::Future {
+        let targets = self.targets.clone();
+        Box::pin(async move {
+            let log = AttemptLog::of(&mut req.ctx);
+            let mut last: Option<Error> = None;
+            for (i, (name, svc)) in targets.iter().enumerate() {
+                if req
+                    .ctx
+                    .deadline
+                    .is_some_and(|d| tokio::time::Instant::now() >= d)
+                {
+                    break;
+                }
+                let call = svc.clone().oneshot(req.clone());
+                match super::attempt(&log, &req.ctx, Some(name), call).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) if e.allows_fallback() && i + 1 < targets.len() => {
+                        tracing::warn!(
+                            request_id = %req.ctx.request_id,
+                            from = %name,
+                            to = %targets[i + 1].0,
+                            error = %e,
+                            "falling back"
+                        );
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    "the request's deadline passed before any target answered",
+                )
+            }))
+        })
+    }
+}
