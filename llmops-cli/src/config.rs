@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use llmops_cost::config::{BudgetsConfig, CacheConfig, CostConfig};
+use llmops_govern::config::GuardrailsConfig;
+use llmops_observe::config::{AlertsConfig, ObserveFileConfig};
+use llmops_observe::online_eval::OnlineEvalConfig;
+use llmops_observe::slo::SloConfig;
 use llmops_serve::config::{ModelConfig, ProviderConfig, ServeConfig, ServerConfig};
 use serde::Deserialize;
 
@@ -21,6 +26,27 @@ pub(crate) struct GatewayFile {
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) models: BTreeMap<String, ModelConfig>,
+    /// `[cost]` (`llmops-cost`): prices and per-request ceilings.
+    #[serde(default)]
+    pub(crate) cost: CostConfig,
+    /// `[budgets]` (`llmops-cost`): spend, token and rate limits.
+    #[serde(default)]
+    pub(crate) budgets: BudgetsConfig,
+    /// `[cache]` (`llmops-cost`): the response cache; absent means no cache.
+    #[serde(default)]
+    pub(crate) cache: Option<CacheConfig>,
+    /// `[guardrails]` (`llmops-govern`): PII redaction and prompt-injection detection.
+    #[serde(default)]
+    pub(crate) guardrails: GuardrailsConfig,
+    /// `[[slo]]` (`llmops-observe`).
+    #[serde(default)]
+    pub(crate) slo: Vec<SloConfig>,
+    /// `[alerts]` (`llmops-observe`).
+    #[serde(default)]
+    pub(crate) alerts: AlertsConfig,
+    /// `[online_eval]` (`llmops-observe`).
+    #[serde(default)]
+    pub(crate) online_eval: Option<OnlineEvalConfig>,
 }
 
 impl GatewayFile {
@@ -50,6 +76,15 @@ impl GatewayFile {
             self.server.clone(),
             self.providers.clone(),
             self.models.clone(),
+        )
+    }
+
+    /// The observability sections.
+    pub(crate) fn observe_config(&self) -> ObserveFileConfig {
+        ObserveFileConfig::new(
+            self.slo.clone(),
+            self.alerts.clone(),
+            self.online_eval.clone(),
         )
     }
 }

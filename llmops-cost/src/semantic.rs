@@ -16,7 +16,7 @@
 //! `BENCHMARKS.md` for its recall and speed). Partitions are bounded (oldest entries evicted)
 //! and entries expire.
 //!
-//! With the `redis` feature, [`SemanticCacheLayer::with_store`] shares entries between
+//! With the `redis` feature, `SemanticCacheLayer::with_store` shares entries between
 //! replicas through Redis (`RedisSemanticStore`): every entry is appended to a capped list per
 //! partition, and each replica reloads a partition into its local index when its copy is
 //! older than the refresh interval (5 s by default).
@@ -851,19 +851,25 @@ mod tests {
         a.oneshot(req("t", "sys", "What is the capital of France?"))
             .await
             .unwrap();
-        let mut hit = false;
-        for _ in 0..50 {
-            let r = b
-                .clone()
-                .oneshot(req("t", "sys", "what is the capital of france"))
-                .await;
-            if r.unwrap().meta.cache_hit {
-                hit = true;
+        // Wait until replica a's background write reached Redis.
+        let probe = store().await;
+        let RequestBody::Chat(c) = req("t", "sys", "x").body else {
+            unreachable!()
+        };
+        let (part, _) = partition("llmops-semantic", "t", &c).unwrap();
+        for _ in 0..100 {
+            if !probe.load(part).await.unwrap().is_empty() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(hit, "replica b never saw replica a's entry");
+        let r = b
+            .clone()
+            .oneshot(req("t", "sys", "what is the capital of france"))
+            .await
+            .unwrap();
+        assert!(r.meta.cache_hit, "replica b serves replica a's entry");
+        mock.assert_call_count(1);
         assert!(
             !b.oneshot(req("other", "sys", "what is the capital of france"))
                 .await

@@ -186,3 +186,21 @@ async fn unpriced_models_are_refused_not_free() {
     assert!(err.message().contains("unknown-model"), "{}", err.message());
     mock.assert_call_count(0);
 }
+
+#[tokio::test]
+async fn rate_limits_alone_do_not_need_prices_when_so_configured() {
+    let budget =
+        MemoryBudget::new(vec![Limit::per_minute("tenant:*").unwrap().requests(1)]).unwrap();
+    let mock = Arc::new(MockProvider::new("p").default_reply(MockReply::text("hi")));
+    let svc = BudgetLayer::new(Arc::new(budget), Arc::new(PriceCatalog::empty()))
+        .require_price(false)
+        .layer(ProviderService::new(mock.clone()));
+    let mut r = req(false);
+    if let llmops_core::RequestBody::Chat(c) = &mut r.body {
+        c.model = "unpriced".into();
+    }
+    svc.clone().oneshot(r.clone()).await.unwrap();
+    let err = svc.oneshot(r).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimitExceeded);
+    mock.assert_call_count(1);
+}

@@ -116,7 +116,8 @@ pub struct AuditConfig {
     /// Where per-tenant content keys live (`encrypted` content; default `<log dir>/keys`).
     #[serde(default)]
     pub content_keys_dir: Option<PathBuf>,
-    /// The environment variable holding the PostgreSQL URL (postgres sink).
+    /// The environment variable holding the PostgreSQL URL (postgres sink; default
+    /// `LLMOPS_AUDIT_PG_URL`).
     #[serde(default)]
     pub postgres_url_env: Option<String>,
     /// The PostgreSQL table (postgres sink).
@@ -233,6 +234,38 @@ impl AuditConfig {
             );
         }
         b.open()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl AuditConfig {
+    /// Connects the PostgreSQL sink this configuration describes (`sink = "postgres"`; the URL
+    /// is read from the variable named by `postgres_url_env`, default `LLMOPS_AUDIT_PG_URL`).
+    pub async fn open_postgres_sink(
+        &self,
+        base: &Path,
+        key: CommitmentKey,
+    ) -> Result<crate::audit::postgres::PostgresAuditSink> {
+        if self.sink != AuditSinkKind::Postgres {
+            return Err(GovernError::Config("audit.sink is not \"postgres\"".into()));
+        }
+        let var = self
+            .postgres_url_env
+            .as_deref()
+            .unwrap_or("LLMOPS_AUDIT_PG_URL");
+        let url = std::env::var(var)
+            .map_err(|_| GovernError::Config(format!("environment variable {var} is not set")))?;
+        let log_id = self
+            .log_id
+            .clone()
+            .unwrap_or_else(|| self.postgres_table.clone());
+        crate::audit::postgres::PostgresAuditSink::connect(
+            &url,
+            &self.postgres_table,
+            &log_id,
+            self.encoder_with_key(base, key)?,
+        )
+        .await
     }
 }
 

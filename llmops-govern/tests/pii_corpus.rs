@@ -1,8 +1,12 @@
-//! Precision and recall per type on a labelled corpus (`tests/data/pii_corpus.jsonl`: 215
-//! strings, 183 labelled entities, 80 strings with none, many of them look-alikes: Luhn-invalid
-//! cards, bad IBAN checksums, SSNs in invalid ranges, versions, times, hashes).
+//! Precision and recall per type on two labelled corpora:
 //!
-//! Run with `--nocapture` to print the table reproduced in docs/governance.md.
+//! - `tests/data/pii_corpus.jsonl`: 215 strings, 183 labelled entities, 80 strings with none,
+//!   many of them look-alikes (Luhn-invalid cards, bad IBAN checksums, SSNs in invalid ranges,
+//!   versions, times, hashes). The recognizers were tuned while this corpus was written.
+//! - `tests/data/pii_holdout.jsonl`: 40 strings written afterwards and never tuned against,
+//!   with harder formats (international prefixes written `00`, zone ids, CIDR suffixes).
+//!
+//! Run with `--nocapture` to print the tables reproduced in docs/governance.md.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failure
 
 use std::collections::BTreeMap;
@@ -22,14 +26,22 @@ struct Counts {
     fn_: u32,
 }
 
-#[test]
-fn precision_and_recall_per_type() {
-    let corpus = include_str!("data/pii_corpus.jsonl");
+impl Counts {
+    fn precision(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fp).max(1))
+    }
+    fn recall(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fn_).max(1))
+    }
+}
+
+/// Scores the scanner on `corpus`; prints the table and the errors; returns the counts per
+/// type and overall.
+fn evaluate(corpus: &str) -> (BTreeMap<String, Counts>, Counts) {
     let rows: Vec<Row> = corpus
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(rows.len() >= 200, "the corpus has {} strings", rows.len());
     let scanner = PiiScanner::new();
     let mut per: BTreeMap<String, Counts> = BTreeMap::new();
     let mut errors = Vec::new();
@@ -66,12 +78,11 @@ fn precision_and_recall_per_type() {
             errors.push(format!("FN {t} {:?} in {:?}", &row.text[s..e], row.text));
         }
     }
+    println!("{} strings", rows.len());
     println!("| type | labelled | found | TP | FP | FN | precision | recall |");
     println!("|---|---|---|---|---|---|---|---|");
-    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    let mut all = Counts::default();
     for (t, c) in &per {
-        let p = f64::from(c.tp) / f64::from((c.tp + c.fp).max(1));
-        let r = f64::from(c.tp) / f64::from((c.tp + c.fn_).max(1));
         println!(
             "| {t} | {} | {} | {} | {} | {} | {:.3} | {:.3} |",
             c.tp + c.fn_,
@@ -79,30 +90,53 @@ fn precision_and_recall_per_type() {
             c.tp,
             c.fp,
             c.fn_,
-            p,
-            r
+            c.precision(),
+            c.recall()
         );
-        tp += c.tp;
-        fp += c.fp;
-        fn_ += c.fn_;
-        assert!(
-            p >= 0.9 && r >= 0.9,
-            "{t}: precision {p:.3} recall {r:.3}\n{}",
-            errors.join("\n")
-        );
+        all.tp += c.tp;
+        all.fp += c.fp;
+        all.fn_ += c.fn_;
     }
-    let p = f64::from(tp) / f64::from(tp + fp);
-    let r = f64::from(tp) / f64::from(tp + fn_);
     println!(
-        "| **all** | {} | {} | {tp} | {fp} | {fn_} | {p:.3} | {r:.3} |",
-        tp + fn_,
-        tp + fp
+        "| **all** | {} | {} | {} | {} | {} | {:.3} | {:.3} |",
+        all.tp + all.fn_,
+        all.tp + all.fp,
+        all.tp,
+        all.fp,
+        all.fn_,
+        all.precision(),
+        all.recall()
     );
     for e in &errors {
         println!("{e}");
     }
+    (per, all)
+}
+
+#[test]
+fn precision_and_recall_per_type() {
+    let corpus = include_str!("data/pii_corpus.jsonl");
+    assert!(corpus.lines().count() >= 200);
+    let (per, all) = evaluate(corpus);
+    for (t, c) in &per {
+        assert!(
+            c.precision() >= 0.9 && c.recall() >= 0.9,
+            "{t}: {:.3} / {:.3}",
+            c.precision(),
+            c.recall()
+        );
+    }
+    assert!(all.precision() >= 0.95 && all.recall() >= 0.95);
+}
+
+#[test]
+fn held_out_corpus() {
+    let (_, all) = evaluate(include_str!("data/pii_holdout.jsonl"));
+    // Guards against regressions only; the numbers are in docs/governance.md.
     assert!(
-        p >= 0.95 && r >= 0.95,
-        "overall precision {p:.3} recall {r:.3}"
+        all.precision() >= 0.8,
+        "holdout precision {:.3}",
+        all.precision()
     );
+    assert!(all.recall() >= 0.6, "holdout recall {:.3}", all.recall());
 }

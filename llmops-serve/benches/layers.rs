@@ -59,7 +59,7 @@ fn layered(n_endpoints: usize) -> BoxLlmService {
     BoxLlmService::new(DeadlineLayer::new(Duration::from_secs(60)).layer(retry.layer(balance)))
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 500, sample_size = 20)]
 fn direct_mock(bencher: divan::Bencher<'_, '_>) {
     let rt = runtime();
     let svc = BoxLlmService::new(ProviderService::new(mock()));
@@ -68,7 +68,7 @@ fn direct_mock(bencher: divan::Bencher<'_, '_>) {
     });
 }
 
-#[divan::bench(args = [1, 2, 4])]
+#[divan::bench(args = [1, 2, 4], sample_count = 500, sample_size = 20)]
 fn retry_timeout_balance_circuit(bencher: divan::Bencher<'_, '_>, endpoints: usize) {
     let rt = runtime();
     let svc = rt.block_on(async { layered(endpoints) });

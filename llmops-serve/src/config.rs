@@ -189,7 +189,9 @@ pub enum RoutingStrategy {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetryConfig {
-    /// Attempts per target, the first included (default 2; 1 disables retries).
+    /// Attempts, the first included (default 2; 1 disables retries): per target for
+    /// `fallback`; for the balancing strategies, rounds in which each available target is
+    /// tried at most once.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Backoff base in milliseconds (default 100): the first retry waits up to this long.

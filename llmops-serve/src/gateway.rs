@@ -177,7 +177,11 @@ impl Gateway {
             .request_timeout(Duration::from_millis(cfg.server.request_timeout_ms));
         for (name, model) in &cfg.models {
             let pipeline = build_model(name, model, &providers, options)?;
-            b = b.model(name, pipeline.service);
+            let service = match &options.wrap {
+                Some(wrap) => wrap(name, pipeline.service),
+                None => pipeline.service,
+            };
+            b = b.model(name, service);
             if let (Some(balance), Some(route)) =
                 (pipeline.balance, b.models.get_mut(name.as_str()))
             {
@@ -353,12 +357,19 @@ impl GatewayBuilder {
 pub struct BuildOptions {
     /// Where shadow answers go (default: a `tracing` event per answer).
     pub shadow_sink: Option<Arc<dyn ShadowSink>>,
+    /// Layers put around every model's pipeline (guardrails, budgets, caches, telemetry):
+    /// called with the model name and its routed pipeline, returns the pipeline to serve.
+    pub wrap: Option<ModelWrapper>,
 }
+
+/// A function wrapping a model's pipeline in outer layers; see [`BuildOptions::wrap`].
+pub type ModelWrapper = Arc<dyn Fn(&str, BoxLlmService) -> BoxLlmService + Send + Sync>;
 
 impl fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BuildOptions")
             .field("shadow_sink", &self.shadow_sink.is_some())
+            .field("wrap", &self.wrap.is_some())
             .finish()
     }
 }
@@ -368,6 +379,16 @@ impl BuildOptions {
     #[must_use]
     pub fn shadow_sink(mut self, sink: Arc<dyn ShadowSink>) -> Self {
         self.shadow_sink = Some(sink);
+        self
+    }
+
+    /// Wraps every model's pipeline with `wrap` (builder style).
+    #[must_use]
+    pub fn wrap(
+        mut self,
+        wrap: impl Fn(&str, BoxLlmService) -> BoxLlmService + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Arc::new(wrap));
         self
     }
 }

@@ -437,3 +437,43 @@ async fn weighted_split_follows_configured_weights() {
     let share = a.call_count() as f64 / 2000.0;
     assert!((0.70..0.80).contains(&share), "{share}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_cools_a_replica_down_for_its_retry_after() {
+    let a = MockProvider::new("a")
+        .reply(MockReply::failure(
+            Error::new(ErrorKind::RateLimited, "slow down")
+                .with_retry_after(Duration::from_secs(2)),
+        ))
+        .default_reply(MockReply::text("a"));
+    let b = MockProvider::new("b").default_reply(MockReply::text("b"));
+    let endpoint = |name: &str, mock: &MockProvider| {
+        let circuit = Circuit::new(name, CircuitConfig::default());
+        let guarded =
+            BoxLlmService::new(CircuitBreakerLayer::new(circuit.clone()).layer(svc(mock)));
+        Endpoint::new(name, guarded).with_circuit(circuit)
+    };
+    let balance = Balance::with_strategy(
+        vec![endpoint("a", &a), endpoint("b", &b)],
+        Strategy::LeastOutstanding,
+    );
+    let pipeline = RetryLayer::new(RetryPolicy::new(2)).layer(balance);
+    // Until `a` has answered its 429, requests alternate; afterwards, for 2 s, only `b` serves.
+    while a.call_count() == 0 {
+        pipeline.clone().oneshot(chat(false)).await.unwrap();
+    }
+    let a_calls = a.call_count();
+    for _ in 0..10 {
+        let r = pipeline.clone().oneshot(chat(false)).await.unwrap();
+        assert_eq!(r.meta.provider.as_deref(), Some("b"));
+    }
+    assert_eq!(a.call_count(), a_calls);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..10 {
+        pipeline.clone().oneshot(chat(false)).await.unwrap();
+    }
+    assert!(
+        a.call_count() > a_calls,
+        "after its Retry-After the replica serves again"
+    );
+}

@@ -483,7 +483,7 @@ fn record(st: &Shared, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Reply {
     next.unwrap_or_else(|| lock(&st.default).clone())
 }
 
-fn error_json(dialect: &Dialect, status: u16, etype: &str, code: &str, message: &str) -> Value {
+fn error_json(dialect: &Dialect, etype: &str, code: &str, message: &str) -> Value {
     match dialect {
         Dialect::OpenAi => {
             json!({"error": {"message": message, "type": etype, "param": null, "code": code}})
@@ -493,7 +493,6 @@ fn error_json(dialect: &Dialect, status: u16, etype: &str, code: &str, message: 
             if code == "enforced_spend_limit_reached" {
                 err["details"] = json!({"error_code": code});
             }
-            let _ = status;
             json!({"type": "error", "error": err, "request_id": "req_fake"})
         }
     }
@@ -601,7 +600,7 @@ async fn fault_response(reply: &Reply, dialect: &Dialect, kill: &Kill) -> Option
             }
             _ => return None,
         };
-    let body = error_json(dialect, status, etype, code, msg);
+    let body = error_json(dialect, etype, code, msg);
     Some(json_response(status, &headers, &body))
 }
 
@@ -767,7 +766,6 @@ async fn chat(
         Fault::StreamError(_) => {
             let e = error_json(
                 &Dialect::OpenAi,
-                500,
                 "server_error",
                 "server_error",
                 "upstream failed mid-stream",

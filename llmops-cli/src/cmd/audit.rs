@@ -35,7 +35,12 @@ enum AuditCommand {
         /// The active log file (rotated segments beside it are included).
         path: PathBuf,
         /// Checkpoint file to check the log against (needs --public-key).
-        #[arg(long, value_name = "FILE", requires = "public_key")]
+        #[arg(
+            long,
+            alias = "checkpoint",
+            value_name = "FILE",
+            requires = "public_key"
+        )]
         checkpoints: Option<PathBuf>,
         /// Ed25519 public key file the checkpoints must be signed with.
         #[arg(long, value_name = "FILE", requires = "checkpoints")]

@@ -4,10 +4,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Args;
+use llmops_core::BoxLlmService;
+use llmops_core::service::ContextLayer;
+use llmops_cost::budget::BudgetLayer;
+use llmops_cost::cache::{CacheControl, CacheLayer};
+use llmops_cost::ceiling::CostCeilingLayer;
+use llmops_govern::injection::HeuristicDetector;
+use llmops_govern::layer::{GuardAction, InjectionLayer, PiiLayer};
+use llmops_govern::pii::PiiAction;
+use llmops_observe::ObserveLayer;
+use llmops_observe::layer::ObserveConfig;
 use llmops_serve::config::ServeConfig;
-use llmops_serve::gateway::Gateway;
+use llmops_serve::gateway::{BuildOptions, Gateway};
+use llmops_serve::http::RequestHeaders;
+use tower::ServiceBuilder;
 
 use crate::config::{GatewayFile, Source};
 
@@ -24,20 +38,37 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let (mut cfg, source) = match &args.config {
-        Some(path) => (
-            GatewayFile::load(path)?.serve_config(),
-            Source::File(path.clone()),
+    let (file, mut cfg, source) = match &args.config {
+        Some(path) => {
+            let file = GatewayFile::load(path)?;
+            let cfg = file.serve_config();
+            (file, cfg, Source::File(path.clone()))
+        }
+        None => (
+            GatewayFile::default(),
+            ServeConfig::embedded_default(),
+            Source::Embedded,
         ),
-        None => (ServeConfig::embedded_default(), Source::Embedded),
     };
     if let Some(addr) = args.listen {
         cfg.server.listen = addr;
     }
-    let gateway = Gateway::from_config(&cfg).map_err(|e| match &source {
+    let in_file = |e: &dyn std::fmt::Display| match &source {
         Source::File(p) => anyhow::anyhow!("{}: {e}", p.display()),
         Source::Embedded => anyhow::anyhow!("{e}"),
-    })?;
+    };
+    // The Prometheus recorder must exist before the first request is measured.
+    let (_metrics_handle, metrics_router) = llmops_observe::prometheus::install()
+        .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;
+    let observability = file
+        .observe_config()
+        .start(|k| std::env::var(k).ok(), Vec::new())
+        .map_err(|e| in_file(&e))?;
+    let outer = OuterLayers::build(&file, observability.layer(ObserveConfig::builder()))
+        .await
+        .map_err(|e| in_file(&*e))?;
+    let options = BuildOptions::default().wrap(move |_model, pipeline| outer.wrap(pipeline));
+    let gateway = Gateway::from_config_with(&cfg, &options).map_err(|e| in_file(&e))?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| {
@@ -62,11 +93,91 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         }
     }
-    llmops_serve::http::serve(listener, gateway, shutdown_signal())
+    let app = llmops_serve::http::router(gateway).merge(metrics_router);
+    llmops_serve::http::serve_app(listener, app, shutdown_signal())
         .await
         .context("the server stopped with an error")?;
+    drop(observability);
     eprintln!("llmops gateway stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The layers every model's pipeline is wrapped in, outermost first: telemetry, guardrails
+/// (injection, PII), cost ceiling, budget, response cache. Each is present only when its
+/// section configures it.
+#[derive(Clone)]
+struct OuterLayers {
+    observe: ObserveLayer,
+    injection: Option<InjectionLayer>,
+    pii: Option<PiiLayer>,
+    ceiling: Option<CostCeilingLayer>,
+    budget: Option<BudgetLayer>,
+    cache: Option<CacheLayer>,
+}
+
+impl OuterLayers {
+    async fn build(file: &GatewayFile, observe: ObserveLayer) -> anyhow::Result<Self> {
+        let g = &file.guardrails;
+        let injection = (g.injection.action != GuardAction::Off).then(|| {
+            InjectionLayer::new(Arc::new(HeuristicDetector::new()), g.injection.action)
+                .with_threshold(g.injection.threshold)
+                .with_roles(g.injection.roles.clone())
+        });
+        let pii = if g.pii.upstream != PiiAction::Off || g.pii.output != PiiAction::Off {
+            let mut layer = PiiLayer::new(Arc::new(g.pii.upstream_guard()?));
+            if g.pii.output != PiiAction::Off {
+                layer = layer.with_output(Arc::new(g.pii.output_guard()?));
+            }
+            Some(layer)
+        } else {
+            None
+        };
+        let catalog = Arc::new(file.cost.catalog()?);
+        let ceiling = file.cost.ceiling_layer(catalog.clone())?;
+        let budget = file
+            .budgets
+            .layer(catalog, file.cost.max_output_tokens())
+            .await?;
+        let cache = match &file.cache {
+            Some(c) => c.layer().await?,
+            None => None,
+        };
+        Ok(Self {
+            observe,
+            injection,
+            pii,
+            ceiling,
+            budget,
+            cache,
+        })
+    }
+
+    fn wrap(&self, pipeline: BoxLlmService) -> BoxLlmService {
+        // `Cache-Control: no-cache` / `no-store` from the client opt the request out of the
+        // response cache.
+        let cache_control = ContextLayer::new(|ctx| {
+            let cc = ctx
+                .extensions
+                .get::<RequestHeaders>()
+                .and_then(|h| h.0.get(http::header::CACHE_CONTROL))
+                .and_then(|v| v.to_str().ok())
+                .and_then(CacheControl::from_header);
+            if let Some(cc) = cc {
+                ctx.extensions.insert(cc);
+            }
+        });
+        BoxLlmService::new(
+            ServiceBuilder::new()
+                .layer(self.observe.clone())
+                .option_layer(self.injection.clone())
+                .option_layer(self.pii.clone())
+                .option_layer(self.ceiling.clone())
+                .option_layer(self.budget.clone())
+                .layer(cache_control)
+                .option_layer(self.cache.clone())
+                .service(pipeline),
+        )
+    }
 }
 
 fn init_tracing() {

@@ -44,6 +44,7 @@ struct Shared {
     catalog: Arc<PriceCatalog>,
     default_max_output_tokens: u64,
     remaining_header: bool,
+    require_price: bool,
 }
 
 impl fmt::Debug for BudgetLayer {
@@ -67,6 +68,7 @@ impl BudgetLayer {
                 catalog,
                 default_max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
                 remaining_header: true,
+                require_price: true,
             }),
         }
     }
@@ -86,6 +88,19 @@ impl BudgetLayer {
     pub fn remaining_header(mut self, on: bool) -> Self {
         if let Some(s) = Arc::get_mut(&mut self.shared) {
             s.remaining_header = on;
+        }
+        self
+    }
+}
+
+impl BudgetLayer {
+    /// Whether a model without a price is refused (the default). Turn it off only when no
+    /// limit caps USD — rate and token limits need no price — and unpriced requests are then
+    /// reserved and committed at zero USD while their tokens and requests still count.
+    #[must_use]
+    pub fn require_price(mut self, on: bool) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.require_price = on;
         }
         self
     }
@@ -183,7 +198,7 @@ fn actual_amount(price: Option<&ModelPrice>, usage: &Usage, fallback: Amount) ->
             tracing::warn!(error = %e, "cannot price the usage: committing the reserved worst case");
             fallback
         }
-        None => fallback,
+        None => Amount::new(Usd::ZERO, usage.total_tokens()),
     }
 }
 
@@ -241,7 +256,11 @@ where
         Box::pin(async move {
             let scopes = scopes_for(&req.ctx);
             let model = req.model().to_owned();
-            let price = shared.catalog.price(&model).map_err(Error::from)?.clone();
+            let price = match shared.catalog.price(&model) {
+                Ok(p) => Some(p.clone()),
+                Err(_) if !shared.require_price => None,
+                Err(e) => return Err(e.into()),
+            };
             let input = match req.ctx.extensions.get::<PromptEstimate>() {
                 Some(e) => e.tokens,
                 None => body_upper_bound(&req.body),
@@ -254,7 +273,10 @@ where
                 ),
                 _ => (0, false),
             };
-            let worst = price.worst_case(input, max_out).map_err(Error::from)?;
+            let worst = match &price {
+                Some(p) => p.worst_case(input, max_out).map_err(Error::from)?,
+                None => Usd::ZERO,
+            };
             let reserved = Amount::new(worst, input + max_out);
             let reservation = shared.budget.reserve(&scopes, reserved).await?;
             let settlement = Settlement {
@@ -287,9 +309,9 @@ where
                     let on_end = move |summary: StreamSummary| {
                         let actual = match (&summary.usage, known) {
                             (_, Some(k)) => Some(Amount::new(k.usd, k.tokens)),
-                            (Some(u), None) => Some(actual_amount(Some(&price), u, reserved)),
+                            (Some(u), None) => Some(actual_amount(price.as_deref(), u, reserved)),
                             (None, None) => {
-                                stream_estimate(&model, Some(&price), input, &summary, reserved)
+                                stream_estimate(&model, price.as_deref(), input, &summary, reserved)
                             }
                         };
                         if let StreamOutcome::Failed(e) = &summary.outcome {
@@ -307,7 +329,7 @@ where
                 ResponseBody::Chat(r) => {
                     let actual = match (known, &r.usage) {
                         (Some(k), _) => Amount::new(k.usd, k.tokens),
-                        (None, Some(u)) => actual_amount(Some(&price), u, reserved),
+                        (None, Some(u)) => actual_amount(price.as_deref(), u, reserved),
                         (None, None) => reserved,
                     };
                     settlement.commit(actual).await;
@@ -316,7 +338,7 @@ where
                 ResponseBody::Embeddings(r) => {
                     let actual = match (known, &r.usage) {
                         (Some(k), _) => Amount::new(k.usd, k.tokens),
-                        (None, Some(u)) => actual_amount(Some(&price), u, reserved),
+                        (None, Some(u)) => actual_amount(price.as_deref(), u, reserved),
                         (None, None) => reserved,
                     };
                     settlement.commit(actual).await;

@@ -2,7 +2,7 @@
 //!
 //! - [`record`]: how an [`AuditEvent`](llmops_core::AuditEvent) becomes a chained line
 //!   (commitments, optional redacted or encrypted content, canonical JSON, BLAKE3 chain).
-//! - [`file`]: [`FileAuditSink`], append-only JSON Lines with group commit, rotation and
+//! - [`file`](mod@file): [`FileAuditSink`], append-only JSON Lines with group commit, rotation and
 //!   torn-tail repair.
 //! - `postgres` (feature `postgres`): `PostgresAuditSink`, one chain in a table shared by
 //!   several writers.

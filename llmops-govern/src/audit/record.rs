@@ -1,7 +1,7 @@
 //! The record format (version 1): how an [`AuditEvent`] becomes one chained line.
 //!
 //! A stored line is the canonical JSON object `{"hash":"<64 hex>","record":<record>}` followed
-//! by `\n`, where `<record>` is the [canonical](crate::canonical) serialization of the record
+//! by `\n`, where `<record>` is the [`crate::canonical`] serialization of the record
 //! object and `hash = BLAKE3("llmops.audit.v1.record\n" ‖ <record bytes>)`. Because the line is
 //! itself canonical and `"hash"` sorts before `"record"`, the record bytes are the slice of the
 //! line between the fixed 84-byte prefix and the final `}`: a verifier hashes the bytes as

@@ -285,9 +285,9 @@ impl Verifier {
         })
     }
 
-    fn stop(&mut self, mut d: Damage, location: Option<(PathBuf, u64)>) -> bool {
+    fn stop(&mut self, mut d: Damage, location: Option<(&Path, u64)>) -> bool {
         if d.location.is_none() {
-            d.location = location;
+            d.location = location.map(|(p, l)| (p.to_path_buf(), l));
         }
         self.damage = Some(d);
         self.mode = Mode::Done;
@@ -296,7 +296,19 @@ impl Verifier {
 
     /// Checks one stored line (without its `\n`). `location` names it in reports. Returns
     /// `false` once damage was found and further lines are not needed.
-    pub fn feed(&mut self, line: &[u8], location: Option<(PathBuf, u64)>) -> bool {
+    pub fn feed(&mut self, line: &[u8], location: Option<(&Path, u64)>) -> bool {
+        let hash_ok = line_hash_ok(line);
+        self.feed_checked(line, hash_ok, location)
+    }
+
+    /// [`Verifier::feed`] for a line whose hash was already checked (`hash_ok`), e.g. on
+    /// another thread.
+    pub fn feed_checked(
+        &mut self,
+        line: &[u8],
+        hash_ok: bool,
+        location: Option<(&Path, u64)>,
+    ) -> bool {
         match std::mem::replace(&mut self.mode, Mode::Checking) {
             Mode::Done => {
                 self.mode = Mode::Done;
@@ -312,7 +324,7 @@ impl Verifier {
                         wanted,
                         format!("record {wanted} is not where it belongs (found later)"),
                     );
-                    return self.stop(d, at);
+                    return self.stop(d, borrowed(&at));
                 }
                 self.mode = Mode::Searching {
                     wanted,
@@ -337,7 +349,7 @@ impl Verifier {
                         ),
                     )
                 };
-                return self.stop(d, at);
+                return self.stop(d, borrowed(&at));
             }
             Mode::Checking => {}
         }
@@ -350,7 +362,7 @@ impl Verifier {
             );
             return self.stop(d, location);
         };
-        if record_hash(record).to_hex().as_str() != hash {
+        if !hash_ok {
             let d = Damage::new(
                 DamageKind::Modified,
                 expected,
@@ -412,7 +424,7 @@ impl Verifier {
         if header.seq > expected {
             self.mode = Mode::Searching {
                 wanted: expected,
-                location,
+                location: owned(location),
             };
             return true;
         }
@@ -436,7 +448,7 @@ impl Verifier {
             }
             self.mode = Mode::Linking {
                 seq: expected,
-                location,
+                location: owned(location),
             };
             return true;
         }
@@ -467,7 +479,7 @@ impl Verifier {
     }
 
     /// Reports a final line without `\n`.
-    pub fn torn_tail(&mut self, location: Option<(PathBuf, u64)>) {
+    pub fn torn_tail(&mut self, location: Option<(&Path, u64)>) {
         if matches!(self.mode, Mode::Checking) {
             let d = Damage::new(
                 DamageKind::TornTail,
@@ -487,7 +499,7 @@ impl Verifier {
                     wanted,
                     format!("record {wanted} is missing"),
                 );
-                self.stop(d, location);
+                self.stop(d, borrowed(&location));
             }
             Mode::Linking { seq, location } => {
                 let d = Damage::new(
@@ -498,7 +510,7 @@ impl Verifier {
                         seq.saturating_sub(1)
                     ),
                 );
-                self.stop(d, location);
+                self.stop(d, borrowed(&location));
             }
             Mode::Checking | Mode::Done => {}
         }
@@ -535,13 +547,100 @@ impl Verifier {
     }
 }
 
+fn owned(location: Option<(&Path, u64)>) -> Option<(PathBuf, u64)> {
+    location.map(|(p, l)| (p.to_path_buf(), l))
+}
+
+fn borrowed(location: &Option<(PathBuf, u64)>) -> Option<(&Path, u64)> {
+    location.as_ref().map(|(p, l)| (p.as_path(), *l))
+}
+
+/// Whether a stored line has the fixed shape and its hash matches its record bytes.
+pub fn line_hash_ok(line: &[u8]) -> bool {
+    split_line(line).is_some_and(|(hash, record)| record_hash(record).to_hex().as_str() == hash)
+}
+
 /// Extracts `seq` from a line cheaply (tolerating a bad hash), or `None`.
 fn seq_of(line: &[u8]) -> Option<u64> {
     let (_, record) = split_line(line)?;
     RecordHeader::scan(record).map(|h| h.seq)
 }
 
-/// Verifies the log whose active file is `path` (with its rotated segments), streaming.
+/// Lines read and hashed by the reader thread, handed to the chain checker.
+struct Batch {
+    data: Vec<u8>,
+    /// `(start, end, hash_ok, file index, line number, torn)`.
+    lines: Vec<(usize, usize, bool, usize, u64, bool)>,
+}
+
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Reads every file, splits lines, checks each line's hash, and sends batches. Stops when the
+/// receiver hangs up.
+fn read_and_hash(files: &[PathBuf], tx: &std::sync::mpsc::SyncSender<Result<Batch>>) {
+    let mut batch = Batch {
+        data: Vec::with_capacity(BATCH_BYTES + 65_536),
+        lines: Vec::new(),
+    };
+    let send = |batch: &mut Batch| {
+        for l in &mut batch.lines {
+            if !l.5 {
+                l.2 = line_hash_ok(&batch.data[l.0..l.1]);
+            }
+        }
+        let full = std::mem::replace(
+            batch,
+            Batch {
+                data: Vec::with_capacity(BATCH_BYTES + 65_536),
+                lines: Vec::new(),
+            },
+        );
+        tx.send(Ok(full)).is_ok()
+    };
+    for (fi, file) in files.iter().enumerate() {
+        let f = match File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.send(Err(GovernError::io("open", file, e)));
+                return;
+            }
+        };
+        let mut r = BufReader::with_capacity(1 << 20, f);
+        let mut line_no = 0u64;
+        loop {
+            let start = batch.data.len();
+            let n = match r.read_until(b'\n', &mut batch.data) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(GovernError::io("read", file, e)));
+                    return;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            let whole = batch.data.last() == Some(&b'\n');
+            let end = if whole {
+                batch.data.len() - 1
+            } else {
+                batch.data.len()
+            };
+            let torn = !whole && fi + 1 == files.len();
+            batch.lines.push((start, end, false, fi, line_no, torn));
+            if batch.data.len() >= BATCH_BYTES && !send(&mut batch) {
+                return;
+            }
+        }
+    }
+    if !batch.lines.is_empty() {
+        send(&mut batch);
+    }
+}
+
+/// Verifies the log whose active file is `path` (with its rotated segments), streaming: one
+/// thread reads and hashes lines, the calling thread checks sequence numbers, links and
+/// checkpoints. Memory stays bounded by a few 4 MiB batches.
 pub fn verify_log(path: &Path, options: &VerifyOptions) -> Result<VerifyReport> {
     let files = log_files(path)?;
     if files.is_empty() {
@@ -552,35 +651,26 @@ pub fn verify_log(path: &Path, options: &VerifyOptions) -> Result<VerifyReport> 
         ));
     }
     let mut v = Verifier::new(options.clone())?;
-    let mut buf = Vec::with_capacity(4096);
-    'files: for (fi, file) in files.iter().enumerate() {
-        let f = File::open(file).map_err(|e| GovernError::io("open", file, e))?;
-        let mut r = BufReader::with_capacity(1 << 20, f);
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            let n = r
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| GovernError::io("read", file, e))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let loc = || Some((file.clone(), line_no));
-            if buf.last() != Some(&b'\n') {
-                if fi + 1 == files.len() {
-                    v.torn_tail(loc());
-                } else {
-                    v.feed(&buf, loc());
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+        let files_ref = &files;
+        scope.spawn(move || read_and_hash(files_ref, &tx));
+        'batches: for batch in rx {
+            let batch = batch?;
+            for &(start, end, ok, fi, line_no, torn) in &batch.lines {
+                let loc = Some((files[fi].as_path(), line_no));
+                if torn {
+                    v.torn_tail(loc);
+                    break 'batches;
                 }
-                break;
-            }
-            buf.pop();
-            if !v.feed(&buf, loc()) {
-                break 'files;
+                if !v.feed_checked(&batch.data[start..end], ok, loc) {
+                    break 'batches;
+                }
             }
         }
-    }
+        // Leaving the loop drops the receiver; the reader stops at its next send.
+        Ok(())
+    })?;
     let mut report = v.finish();
     report.files = files.len();
     Ok(report)
@@ -681,6 +771,30 @@ mod tests {
         let mut l = base;
         l[5] = line;
         assert_eq!(damage(&l), (DamageKind::Modified, 5));
+    }
+
+    #[test]
+    fn files_are_streamed_and_a_torn_tail_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let lines = log(300);
+        let mut text: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let r = verify_log(&path, &VerifyOptions::default()).unwrap();
+        assert!(r.is_intact(), "{}", r.summary());
+        assert_eq!((r.records, r.files), (300, 1));
+        text.extend_from_slice(b"{\"hash\":\"00");
+        std::fs::write(&path, &text).unwrap();
+        let d = verify_log(&path, &VerifyOptions::default())
+            .unwrap()
+            .damage
+            .unwrap();
+        assert_eq!((d.kind, d.seq), (DamageKind::TornTail, 300));
+        assert_eq!(d.location, Some((path.clone(), 301)));
+        assert!(verify_log(&dir.path().join("none.jsonl"), &VerifyOptions::default()).is_err());
     }
 
     #[test]

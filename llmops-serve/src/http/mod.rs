@@ -50,6 +50,11 @@ pub const HEADER_PROMPT_ID: &str = "x-llmops-prompt-id";
 /// Header naming the prompt template's version.
 pub const HEADER_PROMPT_VERSION: &str = "x-llmops-prompt-version";
 
+/// The client's request headers, put in [`RequestContext::extensions`] by the edge so that
+/// layers can honour per-request headers (e.g. `Cache-Control`) without depending on HTTP.
+#[derive(Clone, Debug)]
+pub struct RequestHeaders(pub HeaderMap);
+
 /// The edge's router, ready to serve or to nest in a larger axum application.
 pub fn router(gateway: Gateway) -> Router {
     let limit = gateway.max_body_bytes();
@@ -66,12 +71,22 @@ pub fn router(gateway: Gateway) -> Router {
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then finishes the requests in
 /// flight.
-///
-/// Connections get `TCP_NODELAY`: streamed chunks are small writes, and with Nagle's
-/// algorithm each would wait for the client's delayed ACK (40 ms on Linux).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_app(listener, router(gateway), shutdown).await
+}
+
+/// Serves any axum application — typically [`router`] merged with more routes, such as a
+/// `/metrics` endpoint — until `shutdown` resolves.
+///
+/// Connections get `TCP_NODELAY`: streamed chunks are small writes, and with Nagle's
+/// algorithm each would wait for the client's delayed ACK (40 ms on Linux).
+pub async fn serve_app(
+    listener: TcpListener,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -80,7 +95,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(gateway))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -142,6 +157,7 @@ pub fn request_context(gw: &Gateway, headers: &HeaderMap) -> Result<RequestConte
         let version = header_str(headers, HEADER_PROMPT_VERSION).unwrap_or("unversioned");
         ctx = ctx.with_prompt(PromptRef::new(id, version));
     }
+    ctx.extensions.insert(RequestHeaders(headers.clone()));
     Ok(ctx)
 }
 

@@ -15,9 +15,10 @@
 //!
 //! The selector is a trait so other strategies (prefix-aware routing) reuse the candidate
 //! list, the load signals and the call bookkeeping. When the chosen endpoint fails with an
-//! error another endpoint may fix (quota, auth, open circuit, ...), the next candidate is
-//! tried at once; transient errors are left to an outer [`RetryLayer`](super::retry), whose
-//! retry then lands on another endpoint when there is one.
+//! error another endpoint may fix (a rate limit, overload, a 5xx, a quota, an open circuit,
+//! ...), the next candidate not yet tried takes the request at once: each call tries every
+//! available endpoint at most once. When all of them failed, the error goes to an outer
+//! [`RetryLayer`](super::retry), which backs off and starts another round.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +28,7 @@ use std::time::Duration;
 
 use llmops_core::service::BoxFuture;
 use llmops_core::stream::{ObservedStream, StreamOutcome};
-use llmops_core::{
-    BoxLlmService, Error, ErrorKind, LlmRequest, LlmResponse, ResponseBody, Retryability,
-};
+use llmops_core::{BoxLlmService, Error, ErrorKind, LlmRequest, LlmResponse, ResponseBody};
 use rand::Rng;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -67,6 +66,10 @@ pub trait LoadSource: Send + Sync + fmt::Debug + 'static {
     /// The current load.
     fn load(&self) -> ExternalLoad;
 }
+
+/// The code of the error a balancer answers when no endpoint is available; it carries the
+/// time until the first circuit may let calls through again.
+pub const CODE_NO_TARGET: &str = "no_available_target";
 
 /// Time constant of the latency estimate's decay.
 const DECAY: Duration = Duration::from_secs(10);
@@ -302,9 +305,13 @@ impl Selector for LeastOutstanding {
 }
 
 /// Power of two choices on peak-EWMA latency.
+///
+/// An endpoint not measured yet is assumed as fast as the fastest measured one (or
+/// `default_latency` when none is), so every endpoint gets tried: a fast replica that lost the
+/// first draw is not starved behind a slow one that won it.
 #[derive(Clone, Copy, Debug)]
 pub struct PeakEwmaP2c {
-    /// The latency assumed for an endpoint not measured yet.
+    /// The latency assumed when no endpoint is measured yet.
     pub default_latency: Duration,
 }
 
@@ -317,13 +324,10 @@ impl Default for PeakEwmaP2c {
 }
 
 impl PeakEwmaP2c {
-    /// The cost of a candidate: latency × (in flight + 1) × (1 + queue) × (1 + KV usage).
-    pub fn cost(&self, c: &Candidate<'_>) -> f64 {
-        let lat = c
-            .latency
-            .unwrap_or(self.default_latency)
-            .as_secs_f64()
-            .max(1e-6);
+    /// The cost of a candidate: latency × (in flight + 1) × (1 + queue) × (1 + KV usage),
+    /// with `unmeasured` as the latency of an endpoint not measured yet.
+    pub fn cost(&self, c: &Candidate<'_>, unmeasured: Duration) -> f64 {
+        let lat = c.latency.unwrap_or(unmeasured).as_secs_f64().max(1e-6);
         let queue = 1.0 + c.external.queue_depth.unwrap_or(0.0).max(0.0);
         let kv = 1.0 + c.external.kv_cache_usage.unwrap_or(0.0).clamp(0.0, 1.0);
         lat * (c.outstanding as f64 + 1.0) * queue * kv
@@ -341,7 +345,12 @@ impl Selector for PeakEwmaP2c {
         if b >= a {
             b += 1;
         }
-        let (ca, cb) = (self.cost(&c[a]), self.cost(&c[b]));
+        let unmeasured = c
+            .iter()
+            .filter_map(|c| c.latency)
+            .min()
+            .unwrap_or(self.default_latency);
+        let (ca, cb) = (self.cost(&c[a], unmeasured), self.cost(&c[b], unmeasured));
         if ca < cb || (ca == cb && rng.random_bool(0.5)) {
             a
         } else {
@@ -461,7 +470,7 @@ impl Balance {
                 names.join(", ")
             ),
         )
-        .with_code("no_available_target");
+        .with_code(CODE_NO_TARGET);
         match wait {
             Some(w) => err.with_retry_after(w),
             None => err,
@@ -518,9 +527,11 @@ impl Service<LlmRequest> for Balance {
                     Err(e) => {
                         let elapsed = flight.start.elapsed();
                         flight.finish(Some(penalty(elapsed)));
-                        let move_on = matches!(e.retryability(), Retryability::FailOver)
-                            || super::circuit::is_circuit_rejection(&e)
-                            || e.code() == "concurrency_limit";
+                        // Any failure another endpoint may fix (rate limit, overload, 5xx,
+                        // quota, an open circuit, ...) moves on to the next candidate at once;
+                        // once every endpoint failed, the outer retry layer backs off.
+                        let move_on =
+                            e.allows_fallback() || super::circuit::is_circuit_rejection(&e);
                         if move_on && tries < this.endpoints.len() {
                             tracing::debug!(request_id = %req.ctx.request_id, endpoint = %ep.name, error = %e, "trying another endpoint");
                             continue;
@@ -632,6 +643,11 @@ mod tests {
         // Many calls in flight outweigh it too.
         let c = [cand(0, 0, Some(20), None), cand(1, 10, Some(5), None)];
         assert_eq!(s.select(&req(), &c), 0);
+        // An endpoint not measured yet is tried against a measured slow one (it is assumed
+        // as fast as the fastest measured: a tie, broken at random).
+        let c = [cand(0, 0, Some(40), None), cand(1, 0, None, None)];
+        let tried = (0..400).filter(|_| s.select(&req(), &c) == 1).count();
+        assert!((100..300).contains(&tried), "{tried}");
     }
 
     #[test]

@@ -283,7 +283,10 @@ impl Circuit {
             State::Closed => Ok(()),
             // A cool-down is the upstream's own schedule, not a suspicion: when it ends,
             // traffic resumes without a probe.
-            State::Open { until, cause: Cause::RateLimit | Cause::Quota } if now >= until => {
+            State::Open {
+                until,
+                cause: Cause::RateLimit | Cause::Quota,
+            } if now >= until => {
                 g.state = State::Closed;
                 Ok(())
             }

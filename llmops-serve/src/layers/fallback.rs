@@ -94,10 +94,14 @@ impl Service<LlmRequest> for Fallback {
                 }
             }
             Err(last.unwrap_or_else(|| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    "the request's deadline passed before any target answered",
-                )
+                if targets.is_empty() {
+                    Error::internal("the fallback chain has no targets")
+                } else {
+                    Error::new(
+                        ErrorKind::Timeout,
+                        "the request's deadline passed before any target answered",
+                    )
+                }
             }))
         })
     }

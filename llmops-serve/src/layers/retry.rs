@@ -97,10 +97,14 @@ impl RetryPolicy {
     /// How long to wait before retrying after `err` on attempt `attempt` (1-based), or
     /// `None` when the error must not be retried (budget and deadline aside).
     pub fn delay(&self, err: &Error, attempt: u32) -> Option<Duration> {
+        // Refusals made without calling the upstream are not retried in place: waiting out a
+        // circuit's cool-down would hold the request for the whole of it.
         if attempt >= self.max_attempts
             || matches!(
                 err.code(),
-                super::circuit::CODE_CIRCUIT_OPEN | super::circuit::CODE_UNHEALTHY
+                super::circuit::CODE_CIRCUIT_OPEN
+                    | super::circuit::CODE_UNHEALTHY
+                    | super::balance::CODE_NO_TARGET
             )
         {
             return None;

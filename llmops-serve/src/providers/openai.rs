@@ -149,15 +149,6 @@ impl OpenAiProvider {
         })
     }
 
-    /// Sets the advertised capabilities (e.g. a known context window).
-    #[must_use]
-    pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.capabilities = caps;
-        }
-        self
-    }
-
     /// The rate-limit headers of the last response, if the upstream sends them.
     pub fn rate_limits(&self) -> Option<Arc<RateLimits>> {
         self.inner.rate_limits.get()
