@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use llmops_cost::config::{BudgetsConfig, CacheConfig, CostConfig};
-use llmops_govern::config::GuardrailsConfig;
+use llmops_govern::config::{AuditConfig, GuardrailsConfig};
 use llmops_observe::config::{AlertsConfig, ObserveFileConfig};
 use llmops_observe::online_eval::OnlineEvalConfig;
 use llmops_observe::slo::SloConfig;
@@ -35,6 +35,9 @@ pub(crate) struct GatewayFile {
     /// `[cache]` (`llmops-cost`): the response cache; absent means no cache.
     #[serde(default)]
     pub(crate) cache: Option<CacheConfig>,
+    /// `[audit]` (`llmops-govern`): the tamper-evident audit log; absent means no audit.
+    #[serde(default)]
+    pub(crate) audit: Option<AuditConfig>,
     /// `[guardrails]` (`llmops-govern`): PII redaction and prompt-injection detection.
     #[serde(default)]
     pub(crate) guardrails: GuardrailsConfig,
@@ -47,6 +50,9 @@ pub(crate) struct GatewayFile {
     /// `[online_eval]` (`llmops-observe`).
     #[serde(default)]
     pub(crate) online_eval: Option<OnlineEvalConfig>,
+    /// BLAKE3 of the file's bytes (for the `config_loaded` audit event); empty when embedded.
+    #[serde(skip)]
+    pub(crate) hash: String,
 }
 
 impl GatewayFile {
@@ -59,7 +65,7 @@ impl GatewayFile {
 
     /// Parses `text`, naming `path` in errors.
     pub(crate) fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
-        let file: GatewayFile = toml::from_str(text)
+        let mut file: GatewayFile = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         if file.models.is_empty() {
             anyhow::bail!(
@@ -67,6 +73,7 @@ impl GatewayFile {
                 path.display()
             );
         }
+        file.hash = blake3::hash(text.as_bytes()).to_hex().to_string();
         Ok(file)
     }
 

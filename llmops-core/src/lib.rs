@@ -79,8 +79,10 @@ pub use service::{
     BoxLlmService, LlmRequest, LlmResponse, ProviderService, RequestBody, ResponseBody,
     ResponseMeta,
 };
-pub use traits::audit::{AuditEvent, AuditReceipt, AuditSink};
-pub use traits::budget::{Amount, Budget, BudgetScope, Reservation, Usd};
+pub use traits::audit::{
+    Attempt, AuditEvent, AuditReceipt, AuditSink, GuardrailDecision, RequestAudit, SystemEvent,
+};
+pub use traits::budget::{Amount, Budget, BudgetScope, Reservation, ResponseCost, Usd};
 pub use traits::cache::{Cache, CacheKey, CachedResponse};
 pub use traits::embedder::{Embedder, ProviderEmbedder};
 pub use traits::evaluator::{EvalInput, Evaluator, Score};

@@ -6,7 +6,7 @@
 //! The ceiling layer leaves its result in the request's extensions as a [`PromptEstimate`],
 //! so the budget layer does not count again.
 
-use llmops_core::{ChatRequest, EmbeddingInput, RequestBody, TokenCounter, Usd};
+use llmops_core::{ChatRequest, EmbeddingInput, RequestBody, TokenCounter};
 
 /// Tokens of a request's input, as a layer estimated them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,24 +25,7 @@ impl PromptEstimate {
     }
 }
 
-/// What the cost layers learned about a response's cost, left in
-/// [`ResponseMeta::extensions`](llmops_core::ResponseMeta) for outer layers (the cascade sets
-/// it to the sum of its attempts; the budget layer commits it instead of pricing the usage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ResponseCost {
-    /// The total upstream cost.
-    pub usd: Usd,
-    /// The total tokens (input + output).
-    pub tokens: u64,
-}
-
-impl ResponseCost {
-    /// A cost record.
-    pub fn new(usd: Usd, tokens: u64) -> Self {
-        Self { usd, tokens }
-    }
-}
+pub use llmops_core::ResponseCost;
 
 const TOKENS_PER_MESSAGE: u64 = 3;
 const REPLY_PRIMING: u64 = 3;

@@ -533,7 +533,11 @@ impl Shared {
         let now = Instant::now();
         let meta = &resp.meta;
         let overhead = overhead(&start, meta.extensions.get::<UpstreamTime>().copied(), now);
-        let cost = meta.extensions.get::<CostUsd>().map(|c| c.0);
+        let cost = meta.extensions.get::<CostUsd>().map(|c| c.0).or_else(|| {
+            meta.extensions
+                .get::<llmops_core::ResponseCost>()
+                .map(|c| c.usd.as_f64())
+        });
         let provider = meta.provider.clone();
         let cache_hit = meta.cache_hit;
         let attempts = meta.attempts;

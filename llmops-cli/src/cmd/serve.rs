@@ -10,9 +10,13 @@ use anyhow::Context as _;
 use clap::Args;
 use llmops_core::BoxLlmService;
 use llmops_core::service::ContextLayer;
+use llmops_core::{AuditEvent, AuditSink, SystemEvent};
 use llmops_cost::budget::BudgetLayer;
 use llmops_cost::cache::{CacheControl, CacheLayer};
 use llmops_cost::ceiling::CostCeilingLayer;
+use llmops_govern::audit::AuditLayer;
+use llmops_govern::audit::keys::CommitmentKey;
+use llmops_govern::config::AuditSinkKind;
 use llmops_govern::injection::HeuristicDetector;
 use llmops_govern::layer::{GuardAction, InjectionLayer, PiiLayer};
 use llmops_govern::pii::PiiAction;
@@ -58,15 +62,41 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Source::Embedded => anyhow::anyhow!("{e}"),
     };
     // The Prometheus recorder must exist before the first request is measured.
-    let (_metrics_handle, metrics_router) = llmops_observe::prometheus::install()
+    let (metrics_handle, _) = llmops_observe::prometheus::install()
         .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;
     let observability = file
         .observe_config()
         .start(|k| std::env::var(k).ok(), Vec::new())
         .map_err(|e| in_file(&e))?;
-    let outer = OuterLayers::build(&file, observability.layer(ObserveConfig::builder()))
+    let base = match &source {
+        Source::File(p) => p
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        Source::Embedded => std::path::PathBuf::from("."),
+    };
+    let audit_sink = open_audit_sink(&file, &base)
         .await
         .map_err(|e| in_file(&*e))?;
+    if let Some(sink) = &audit_sink {
+        let detail = serde_json::json!({
+            "config_sha256_blake3": file.hash,
+            "models": cfg.models.keys().collect::<Vec<_>>(),
+        });
+        sink.append(AuditEvent::System(SystemEvent::new(
+            "config_loaded",
+            detail,
+        )))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot write the audit log: {e}"))?;
+    }
+    let outer = OuterLayers::build(
+        &file,
+        observability.layer(ObserveConfig::builder()),
+        audit_sink.clone(),
+    )
+    .await
+    .map_err(|e| in_file(&*e))?;
     let options = BuildOptions::default().wrap(move |_model, pipeline| outer.wrap(pipeline));
     let gateway = Gateway::from_config_with(&cfg, &options).map_err(|e| in_file(&e))?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -93,21 +123,42 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         }
     }
-    let app = llmops_serve::http::router(gateway).merge(metrics_router);
+    // `/metrics`: the pipeline's telemetry, plus the upstreams' load signals (queue depth per
+    // replica) for autoscalers such as KEDA or the HPA.
+    let scaling = gateway.clone();
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let mut text = metrics_handle.render();
+            text.push_str(&scaling.autoscaling_metrics());
+            std::future::ready((
+                [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                text,
+            ))
+        }),
+    );
+    let app = llmops_serve::http::router(gateway).merge(metrics);
     llmops_serve::http::serve_app(listener, app, shutdown_signal())
         .await
         .context("the server stopped with an error")?;
     drop(observability);
+    if let Some(sink) = audit_sink
+        && let Err(e) = sink.close().await
+    {
+        eprintln!("error: closing the audit log: {e}");
+    }
     eprintln!("llmops gateway stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The layers every model's pipeline is wrapped in, outermost first: telemetry, guardrails
-/// (injection, PII), cost ceiling, budget, response cache. Each is present only when its
+/// The layers every model's pipeline is wrapped in, outermost first: telemetry, audit,
+/// guardrails (injection, PII), cost ceiling, budget, response cache. Audit sits outside the
+/// guardrails and cost layers so that their refusals are recorded too. Each is present only when its
 /// section configures it.
 #[derive(Clone)]
 struct OuterLayers {
     observe: ObserveLayer,
+    audit: Option<AuditLayer>,
     injection: Option<InjectionLayer>,
     pii: Option<PiiLayer>,
     ceiling: Option<CostCeilingLayer>,
@@ -116,7 +167,11 @@ struct OuterLayers {
 }
 
 impl OuterLayers {
-    async fn build(file: &GatewayFile, observe: ObserveLayer) -> anyhow::Result<Self> {
+    async fn build(
+        file: &GatewayFile,
+        observe: ObserveLayer,
+        audit: Option<Arc<dyn AuditSink>>,
+    ) -> anyhow::Result<Self> {
         let g = &file.guardrails;
         let injection = (g.injection.action != GuardAction::Off).then(|| {
             InjectionLayer::new(Arc::new(HeuristicDetector::new()), g.injection.action)
@@ -142,8 +197,10 @@ impl OuterLayers {
             Some(c) => c.layer().await?,
             None => None,
         };
+        let audit = audit.map(AuditLayer::new);
         Ok(Self {
             observe,
+            audit,
             injection,
             pii,
             ceiling,
@@ -169,6 +226,7 @@ impl OuterLayers {
         BoxLlmService::new(
             ServiceBuilder::new()
                 .layer(self.observe.clone())
+                .option_layer(self.audit.clone())
                 .option_layer(self.injection.clone())
                 .option_layer(self.pii.clone())
                 .option_layer(self.ceiling.clone())
@@ -178,6 +236,24 @@ impl OuterLayers {
                 .service(pipeline),
         )
     }
+}
+
+/// Opens the `[audit]` sink, if configured: the hash-chained file (default) or PostgreSQL.
+async fn open_audit_sink(
+    file: &GatewayFile,
+    base: &std::path::Path,
+) -> anyhow::Result<Option<Arc<dyn AuditSink>>> {
+    let Some(cfg) = &file.audit else {
+        return Ok(None);
+    };
+    let sink: Arc<dyn AuditSink> = match cfg.sink {
+        AuditSinkKind::Postgres => {
+            let key = CommitmentKey::from_env(&cfg.commitment_key_env)?;
+            Arc::new(cfg.open_postgres_sink(base, key).await?)
+        }
+        _ => Arc::new(cfg.open_file_sink(base)?),
+    };
+    Ok(Some(sink))
 }
 
 fn init_tracing() {

@@ -127,6 +127,17 @@ pub struct GuardrailDecision {
     pub detail: Value,
 }
 
+impl GuardrailDecision {
+    /// A decision of `guardrail` (e.g. `pii`) to `action` (e.g. `redact`), with details.
+    pub fn new(guardrail: impl Into<String>, action: impl Into<String>, detail: Value) -> Self {
+        Self {
+            guardrail: guardrail.into(),
+            action: action.into(),
+            detail,
+        }
+    }
+}
+
 /// An operational event.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -191,4 +202,10 @@ pub trait AuditSink: Send + Sync {
 
     /// Makes every appended event durable.
     async fn flush(&self) -> Result<()>;
+
+    /// Flushes and finishes the log for a clean shutdown (a sink may sign a final checkpoint).
+    /// The default flushes.
+    async fn close(&self) -> Result<()> {
+        self.flush().await
+    }
 }

@@ -78,6 +78,25 @@ impl fmt::Display for Usd {
     }
 }
 
+/// What a response cost upstream, as the cost layers computed it. Layers that price a
+/// response leave it in [`ResponseMeta::extensions`](crate::ResponseMeta) for outer layers
+/// (telemetry, audit) to read; a cascade sets it to the sum of its attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseCost {
+    /// The total upstream cost.
+    pub usd: Usd,
+    /// The total tokens (input + output).
+    pub tokens: u64,
+}
+
+impl ResponseCost {
+    /// A cost record.
+    pub fn new(usd: Usd, tokens: u64) -> Self {
+        Self { usd, tokens }
+    }
+}
+
 /// What a request consumes: money, tokens and one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -577,6 +577,20 @@ pub enum ResponseFormat {
     },
 }
 
+impl ResponseFormat {
+    /// JSON output following `schema`, named `name`.
+    pub fn json_schema(name: impl Into<String>, schema: Value, strict: bool) -> Self {
+        Self::JsonSchema {
+            json_schema: JsonSchemaFormat {
+                name: name.into(),
+                description: None,
+                schema: Some(schema),
+                strict: Some(strict),
+            },
+        }
+    }
+}
+
 /// A named JSON schema for structured output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

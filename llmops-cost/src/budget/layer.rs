@@ -333,6 +333,9 @@ where
                         (None, None) => reserved,
                     };
                     settlement.commit(actual).await;
+                    resp.meta
+                        .extensions
+                        .insert(ResponseCost::new(actual.usd, actual.tokens));
                     ResponseBody::Chat(r)
                 }
                 ResponseBody::Embeddings(r) => {
@@ -342,6 +345,9 @@ where
                         (None, None) => reserved,
                     };
                     settlement.commit(actual).await;
+                    resp.meta
+                        .extensions
+                        .insert(ResponseCost::new(actual.usd, actual.tokens));
                     ResponseBody::Embeddings(r)
                 }
                 other => {

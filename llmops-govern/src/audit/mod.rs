@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod file;
 pub mod keys;
+pub mod layer;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod record;
@@ -32,6 +33,7 @@ pub use file::{
 pub use keys::{
     CommitmentKey, ContentKey, ContentKeyStore, DirKeyStore, SealedContent, generate_keys,
 };
+pub use layer::AuditLayer;
 pub use record::{ContentMode, RecordEncoder};
 pub use verify::{Damage, DamageKind, Verifier, VerifyOptions, VerifyReport, verify_log};
 
