@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use llmops_cost::config::{BudgetsConfig, CacheConfig, CostConfig};
-use llmops_govern::config::{AuditConfig, GuardrailsConfig};
+use llmops_govern::config::{AuditConfig, GuardrailsConfig, TenantConfig};
 use llmops_observe::config::{AlertsConfig, ObserveFileConfig};
 use llmops_observe::online_eval::OnlineEvalConfig;
 use llmops_observe::slo::SloConfig;
@@ -38,6 +38,9 @@ pub(crate) struct GatewayFile {
     /// `[audit]` (`llmops-govern`): the tamper-evident audit log; absent means no audit.
     #[serde(default)]
     pub(crate) audit: Option<AuditConfig>,
+    /// `[[tenants]]` (`llmops-govern`): per-tenant data residency.
+    #[serde(default)]
+    pub(crate) tenants: Vec<TenantConfig>,
     /// `[guardrails]` (`llmops-govern`): PII redaction and prompt-injection detection.
     #[serde(default)]
     pub(crate) guardrails: GuardrailsConfig,

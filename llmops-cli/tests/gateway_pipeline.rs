@@ -182,6 +182,14 @@ fn full_pipeline_over_http() {
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("cost_ceiling_exceeded"), "{b}");
 
+    // The caller's remaining budget.
+    let (s, _, b) = http(&gw.addr, "GET", "/v1/budgets", &[], "");
+    assert_eq!(s, 200, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["data"][0]["scope"], "tenant:default", "{b}");
+    let left = v["data"][0]["remaining_usd"].as_f64().unwrap();
+    assert!(left < 100.0 && left > 99.0, "{b}");
+
     // Telemetry: the Prometheus endpoint has the GenAI metrics of what was served.
     let (s, _, metrics) = http(&gw.addr, "GET", "/metrics", &[], "");
     assert_eq!(s, 200);
@@ -304,4 +312,57 @@ fn every_request_is_audited_and_the_log_verifies() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// Data residency through the gateway: a fallback chain whose first target is in a region the
+/// tenant does not allow answers from the allowed one; a tenant with no allowed target gets
+/// 403 `residency_violation`, never an answer from elsewhere.
+#[test]
+fn residency_is_enforced_by_routing() {
+    let config = r#"
+[server]
+[[server.keys]]
+key_env = "EU_KEY"
+tenant = "team-eu"
+[[server.keys]]
+key_env = "AP_KEY"
+tenant = "team-ap"
+
+[providers.us_east]
+kind = "sim"
+region = "us"
+[providers.eu_west]
+kind = "sim"
+region = "eu"
+
+[models.sim]
+targets = ["us_east/sim-1", "eu_west/sim-1"]
+strategy = "fallback"
+
+[[tenants]]
+name = "team-eu"
+allowed_regions = ["eu"]
+[[tenants]]
+name = "team-ap"
+allowed_regions = ["ap"]
+"#;
+    let gw = start_with_env(config, &[("EU_KEY", "sk-eu"), ("AP_KEY", "sk-ap")]);
+    let (s, h, b) = http(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-eu")],
+        &chat("hello"),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert!(h.contains("x-llmops-provider: eu_west"), "{h}");
+    let (s, _, b) = http(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-ap")],
+        &chat("hello"),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("residency_violation"), "{b}");
 }

@@ -133,6 +133,40 @@ impl RequestContext {
     }
 }
 
+/// The regions a request may be processed in (data residency), put in
+/// [`RequestContext::extensions`] by the policy that knows the tenant's rules.
+///
+/// Routing honours it: a target whose region is not listed — or whose region is unknown — is
+/// never tried, and when no target is left the request fails with
+/// [`ErrorKind::ResidencyViolation`](crate::ErrorKind::ResidencyViolation). It is never sent
+/// elsewhere instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedRegions(pub Arc<[String]>);
+
+impl AllowedRegions {
+    /// The regions `regions`.
+    pub fn new(regions: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self(regions.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether a target in `region` may serve the request (an unknown region may not).
+    pub fn allows(&self, region: Option<&str>) -> bool {
+        region.is_some_and(|r| self.0.iter().any(|a| a == r))
+    }
+
+    /// The error a router returns when no target is in an allowed region.
+    pub fn violation(&self, model: &str) -> crate::Error {
+        crate::Error::new(
+            crate::ErrorKind::ResidencyViolation,
+            format!(
+                "no target of model `{model}` is in a region this tenant allows ({}): the \
+                 request was not sent anywhere",
+                self.0.join(", ")
+            ),
+        )
+    }
+}
+
 /// A reference to a versioned prompt template.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

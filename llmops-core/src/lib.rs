@@ -72,7 +72,7 @@ pub mod traits;
 pub mod types;
 pub mod usage;
 
-pub use context::{PromptRef, RequestContext, TraceContext};
+pub use context::{AllowedRegions, PromptRef, RequestContext, TraceContext};
 pub use error::{Error, ErrorBody, ErrorDetail, ErrorKind, Result, Retryability};
 pub use provider::{Capabilities, ChatStream, Provider};
 pub use service::{

@@ -773,7 +773,11 @@ pub fn build_model(
                     )
                 })
                 .collect();
-            BoxLlmService::new(Fallback::new(chain))
+            let regions = targets
+                .iter()
+                .map(|(_, built)| built.region.clone())
+                .collect();
+            BoxLlmService::new(Fallback::new(chain).with_regions(regions))
         }
         strategy => {
             let weights = cfg
@@ -785,7 +789,9 @@ pub fn build_model(
                 .zip(weights)
                 .map(|((target, built), w)| {
                     let (svc, circuit) = target_stack(cfg, target, built);
-                    let mut ep = Endpoint::new(built.provider.name(), svc).with_weight(w);
+                    let mut ep = Endpoint::new(built.provider.name(), svc)
+                        .with_weight(w)
+                        .with_region(built.region.as_deref());
                     if let Some(c) = circuit {
                         ep = ep.with_circuit(c);
                     }

@@ -97,6 +97,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .map_err(|e| in_file(&*e))?;
+    let budget_handle = outer.budget_handle.clone();
     let options = BuildOptions::default().wrap(move |_model, pipeline| outer.wrap(pipeline));
     let gateway = Gateway::from_config_with(&cfg, &options).map_err(|e| in_file(&e))?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -137,7 +138,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ))
         }),
     );
-    let app = llmops_serve::http::router(gateway).merge(metrics);
+    let budgets_gw = gateway.clone();
+    let budgets = axum::Router::new().route(
+        "/v1/budgets",
+        axum::routing::get(move |headers: http::HeaderMap| {
+            budgets_view(budgets_gw.clone(), budget_handle.clone(), headers)
+        }),
+    );
+    let app = llmops_serve::http::router(gateway)
+        .merge(metrics)
+        .merge(budgets);
     llmops_serve::http::serve_app(listener, app, shutdown_signal())
         .await
         .context("the server stopped with an error")?;
@@ -158,6 +168,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 #[derive(Clone)]
 struct OuterLayers {
     observe: ObserveLayer,
+    /// Tenant → the regions its requests may be processed in (`[[tenants]] allowed_regions`).
+    residency: Arc<std::collections::HashMap<String, llmops_core::AllowedRegions>>,
+    /// The budget the budget layer enforces, also read by `GET /v1/budgets`.
+    budget_handle: Option<Arc<dyn llmops_core::Budget>>,
     audit: Option<AuditLayer>,
     injection: Option<InjectionLayer>,
     pii: Option<PiiLayer>,
@@ -189,17 +203,34 @@ impl OuterLayers {
         };
         let catalog = Arc::new(file.cost.catalog()?);
         let ceiling = file.cost.ceiling_layer(catalog.clone())?;
-        let budget = file
-            .budgets
-            .layer(catalog, file.cost.max_output_tokens())
-            .await?;
+        let (budget_handle, budget) = if file.budgets.limits.is_empty() {
+            (None, None)
+        } else {
+            let handle = file.budgets.build().await?;
+            let layer = BudgetLayer::new(handle.clone(), catalog)
+                .default_max_output_tokens(file.cost.max_output_tokens());
+            (Some(handle), Some(layer))
+        };
         let cache = match &file.cache {
             Some(c) => c.layer().await?,
             None => None,
         };
         let audit = audit.map(AuditLayer::new);
+        let residency = file
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let regions = t.allowed_regions.as_ref()?;
+                Some((
+                    t.name.clone(),
+                    llmops_core::AllowedRegions::new(regions.iter().cloned()),
+                ))
+            })
+            .collect();
         Ok(Self {
             observe,
+            residency: Arc::new(residency),
+            budget_handle,
             audit,
             injection,
             pii,
@@ -223,9 +254,18 @@ impl OuterLayers {
                 ctx.extensions.insert(cc);
             }
         });
+        // Data residency: the tenant's allowed regions travel with the request; routing only
+        // tries targets in them.
+        let residency = self.residency.clone();
+        let regions = ContextLayer::new(move |ctx| {
+            if let Some(allowed) = residency.get(&*ctx.tenant) {
+                ctx.extensions.insert(allowed.clone());
+            }
+        });
         BoxLlmService::new(
             ServiceBuilder::new()
                 .layer(self.observe.clone())
+                .layer(regions)
                 .option_layer(self.audit.clone())
                 .option_layer(self.injection.clone())
                 .option_layer(self.pii.clone())
@@ -236,6 +276,40 @@ impl OuterLayers {
                 .service(pipeline),
         )
     }
+}
+
+/// `GET /v1/budgets`: what is left in each budget scope of the caller (its tenant, key, user),
+/// authenticated like any request.
+async fn budgets_view(
+    gateway: Gateway,
+    budget: Option<Arc<dyn llmops_core::Budget>>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ctx = match llmops_serve::http::request_context(&gateway, &headers) {
+        Ok(ctx) => ctx,
+        Err(e) => return llmops_serve::http::error_response(&e, None),
+    };
+    let mut data = Vec::new();
+    if let Some(budget) = budget {
+        for scope in llmops_cost::budget::scopes_for(&ctx) {
+            match budget.remaining(&scope).await {
+                Ok(Some(left)) => data.push(serde_json::json!({
+                    "scope": scope.0,
+                    "remaining_usd": left.as_f64(),
+                })),
+                Ok(None) => {}
+                Err(e) => return llmops_serve::http::error_response(&e, Some(&ctx.request_id)),
+            }
+        }
+    }
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "tenant": &*ctx.tenant,
+        "api_key_id": ctx.api_key_id.as_deref(),
+        "data": data,
+    }))
+    .into_response()
 }
 
 /// Opens the `[audit]` sink, if configured: the hash-chained file (default) or PostgreSQL.

@@ -325,42 +325,52 @@ impl DirKeyStore {
     }
 }
 
+fn read_content_key(path: &Path) -> Result<Option<ContentKey>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(ContentKey(parse_hex32(&s, "content key")?))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(GovernError::io("read", path, e)),
+    }
+}
+
 impl ContentKeyStore for DirKeyStore {
     fn get(&self, tenant: &str) -> Result<Option<ContentKey>> {
         if let Some(k) = self.lock().get(tenant) {
             return Ok(Some(k.clone()));
         }
-        let path = self.path(tenant);
-        match fs::read_to_string(&path) {
-            Ok(s) => {
-                let key = ContentKey(parse_hex32(&s, "content key")?);
-                self.lock().insert(tenant.to_owned(), key.clone());
-                Ok(Some(key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(GovernError::io("read", path, e)),
+        let key = read_content_key(&self.path(tenant))?;
+        if let Some(k) = &key {
+            self.lock().insert(tenant.to_owned(), k.clone());
         }
+        Ok(key)
     }
 
     fn get_or_create(&self, tenant: &str) -> Result<ContentKey> {
-        if let Some(k) = self.get(tenant)? {
+        // The cache lock serializes creation within the process; across processes the key
+        // file appears atomically, complete, through a hard link of a fully written temporary
+        // file, so a reader never sees a half-written key.
+        let mut cache = self.lock();
+        if let Some(k) = cache.get(tenant) {
+            return Ok(k.clone());
+        }
+        let path = self.path(tenant);
+        if let Some(k) = read_content_key(&path)? {
+            cache.insert(tenant.to_owned(), k.clone());
             return Ok(k);
         }
         let key = ContentKey(random_32()?);
-        let path = self.path(tenant);
-        match write_secret(&path, &format!("{}\n", hex::encode(key.0))) {
-            Ok(()) => {}
+        let tmp = path.with_extension(format!("tmp-{}", hex::encode(random_32()?)));
+        write_secret(&tmp, &format!("{}\n", hex::encode(key.0)))?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        let key = match linked {
+            Ok(()) => key,
             // Another process created it first: use theirs.
-            Err(GovernError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                return self
-                    .get(tenant)?
-                    .ok_or_else(|| GovernError::Crypto("key vanished".into()));
-            }
-            Err(e) => return Err(e),
-        }
-        self.lock().insert(tenant.to_owned(), key.clone());
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_content_key(&path)?
+                .ok_or_else(|| GovernError::Crypto("key vanished".into()))?,
+            Err(e) => return Err(GovernError::io("link", &path, e)),
+        };
+        cache.insert(tenant.to_owned(), key.clone());
         Ok(key)
     }
 

@@ -171,6 +171,7 @@ impl Drop for InFlight {
 #[derive(Clone)]
 pub struct Endpoint {
     name: Arc<str>,
+    region: Option<Arc<str>>,
     service: BoxLlmService,
     weight: u32,
     stats: Arc<EndpointStats>,
@@ -193,12 +194,21 @@ impl Endpoint {
     pub fn new(name: impl Into<Arc<str>>, service: BoxLlmService) -> Self {
         Self {
             name: name.into(),
+            region: None,
             service,
             weight: 1,
             stats: Arc::new(EndpointStats::default()),
             circuit: None,
             load: None,
         }
+    }
+
+    /// Sets the endpoint's data-residency region (builder style). Requests carrying
+    /// [`AllowedRegions`](llmops_core::AllowedRegions) only go to endpoints in those regions.
+    #[must_use]
+    pub fn with_region(mut self, region: Option<&str>) -> Self {
+        self.region = region.map(Arc::from);
+        self
     }
 
     /// Sets the weight for weighted selection (builder style).
@@ -444,7 +454,10 @@ impl Balance {
     /// `None` when none is available.
     pub fn pick(&self, req: &LlmRequest) -> Option<usize> {
         let log = req.ctx.extensions.get::<AttemptLog>();
-        let c = self.candidates(log);
+        let mut c = self.candidates(log);
+        if let Some(allowed) = req.ctx.extensions.get::<llmops_core::AllowedRegions>() {
+            c.retain(|cand| allowed.allows(self.endpoints[cand.index].region.as_deref()));
+        }
         if c.is_empty() {
             return None;
         }
@@ -495,6 +508,14 @@ impl Service<LlmRequest> for Balance {
             loop {
                 tries += 1;
                 let Some(i) = this.pick(&req) else {
+                    if let Some(allowed) = req.ctx.extensions.get::<llmops_core::AllowedRegions>()
+                        && !this
+                            .endpoints
+                            .iter()
+                            .any(|e| allowed.allows(e.region.as_deref()))
+                    {
+                        return Err(allowed.violation(req.model()));
+                    }
                     return Err(this.unavailable());
                 };
                 let ep = &this.endpoints[i];

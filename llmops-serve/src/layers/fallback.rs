@@ -24,6 +24,7 @@ use super::AttemptLog;
 #[derive(Clone)]
 pub struct Fallback {
     targets: Arc<[(Arc<str>, BoxLlmService)]>,
+    regions: Arc<[Option<Arc<str>>]>,
 }
 
 impl std::fmt::Debug for Fallback {
@@ -36,12 +37,31 @@ impl std::fmt::Debug for Fallback {
 impl Fallback {
     /// A chain trying `targets` in order. Names label attempts in logs.
     pub fn new(targets: Vec<(String, BoxLlmService)>) -> Self {
+        let regions = targets.iter().map(|_| None).collect();
         Self {
             targets: targets
                 .into_iter()
                 .map(|(n, s)| (Arc::from(n.as_str()), s))
                 .collect(),
+            regions,
         }
+    }
+
+    /// Sets each target's data-residency region, in chain order (builder style). Requests
+    /// carrying [`AllowedRegions`](llmops_core::AllowedRegions) skip targets outside them — not
+    /// an attempt — and fail with `residency_violation` when no target is left.
+    #[must_use]
+    pub fn with_regions(mut self, regions: Vec<Option<String>>) -> Self {
+        self.regions = (0..self.targets.len())
+            .map(|i| {
+                regions
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .map(|r| Arc::from(r.as_str()))
+            })
+            .collect();
+        self
     }
 
     /// How many targets the chain has.
@@ -66,10 +86,29 @@ impl Service<LlmRequest> for Fallback {
 
     fn call(&mut self, mut req: LlmRequest) -> Self::Future {
         let targets = self.targets.clone();
+        let regions = self.regions.clone();
         Box::pin(async move {
             let log = AttemptLog::of(&mut req.ctx);
             let mut last: Option<Error> = None;
-            for (i, (name, svc)) in targets.iter().enumerate() {
+            let allowed = req
+                .ctx
+                .extensions
+                .get::<llmops_core::AllowedRegions>()
+                .cloned();
+            let permitted: Vec<usize> = (0..targets.len())
+                .filter(|&i| {
+                    allowed
+                        .as_ref()
+                        .is_none_or(|a| a.allows(regions[i].as_deref()))
+                })
+                .collect();
+            if let Some(a) = &allowed
+                && permitted.is_empty()
+            {
+                return Err(a.violation(req.model()));
+            }
+            for (pos, &i) in permitted.iter().enumerate() {
+                let (name, svc) = &targets[i];
                 if req
                     .ctx
                     .deadline
@@ -80,11 +119,11 @@ impl Service<LlmRequest> for Fallback {
                 let call = svc.clone().oneshot(req.clone());
                 match super::attempt(&log, &req.ctx, Some(name), call).await {
                     Ok(resp) => return Ok(resp),
-                    Err(e) if e.allows_fallback() && i + 1 < targets.len() => {
+                    Err(e) if e.allows_fallback() && pos + 1 < permitted.len() => {
                         tracing::warn!(
                             request_id = %req.ctx.request_id,
                             from = %name,
-                            to = %targets[i + 1].0,
+                            to = %targets[permitted[pos + 1]].0,
                             error = %e,
                             "falling back"
                         );
