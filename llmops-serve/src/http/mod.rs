@@ -208,21 +208,52 @@ fn meta_headers(resp: &mut Response, meta: &ResponseMeta, ctx_request_id: &str) 
     }
 }
 
+/// What every POST handler does first: the context from the headers, then the body.
+#[allow(clippy::result_large_err)] // the error is the finished HTTP response
+fn prologue(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(RequestContext, Bytes), Response> {
+    let ctx = request_context(gw, headers).map_err(|e| error_response(&e, None))?;
+    match body {
+        Ok(b) => Ok((ctx, b)),
+        Err(rej) => Err(error_response(
+            &body_error(&rej, gw.max_body_bytes()),
+            Some(&ctx.request_id),
+        )),
+    }
+}
+
+/// Calls the pipeline, bounded by the request's deadline.
+async fn call_pipeline(
+    service: llmops_core::BoxLlmService,
+    req: LlmRequest,
+) -> Result<LlmResponse, Error> {
+    let deadline = req.ctx.deadline;
+    let call = service.oneshot(req);
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                "the request's deadline passed",
+            ))
+        }),
+        None => call.await,
+    }
+}
+
 async fn chat_completions(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let ctx = match request_context(&gw, &headers) {
-        Ok(ctx) => ctx,
-        Err(e) => return error_response(&e, None),
+    let (ctx, body) = match prologue(&gw, &headers, body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
     let request_id: Arc<str> = ctx.request_id.clone();
     let fail = |e: Error| error_response(&e, Some(&request_id));
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) => return fail(body_error(&rej, gw.max_body_bytes())),
-    };
     let mut req = match parse_chat_request(&body) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -243,17 +274,7 @@ async fn chat_completions(
             .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
     }
-    let call = service.oneshot(LlmRequest::chat(ctx, req));
-    let result = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, call).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                "the request's deadline passed",
-            )),
-        },
-        None => call.await,
-    };
+    let result = call_pipeline(service, LlmRequest::chat(ctx, req)).await;
     let LlmResponse { body, meta, .. } = match result {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -315,16 +336,12 @@ async fn embeddings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let ctx = match request_context(&gw, &headers) {
-        Ok(ctx) => ctx,
-        Err(e) => return error_response(&e, None),
+    let (ctx, body) = match prologue(&gw, &headers, body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
     let request_id: Arc<str> = ctx.request_id.clone();
     let fail = |e: Error| error_response(&e, Some(&request_id));
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) => return fail(body_error(&rej, gw.max_body_bytes())),
-    };
     let req: EmbeddingRequest = match std::str::from_utf8(&body)
         .map_err(|e| {
             Error::invalid_request(
@@ -346,17 +363,7 @@ async fn embeddings(
     let Some(service) = gw.service(&req.model) else {
         return fail(unknown_model(&gw, &req.model));
     };
-    let deadline = ctx.deadline;
-    let call = service.oneshot(LlmRequest::embeddings(ctx, req));
-    let result = match deadline {
-        Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Timeout,
-                "the request's deadline passed",
-            ))
-        }),
-        None => call.await,
-    };
+    let result = call_pipeline(service, LlmRequest::embeddings(ctx, req)).await;
     match result {
         Ok(LlmResponse {
             body: ResponseBody::Embeddings(resp),
