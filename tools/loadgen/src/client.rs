@@ -34,6 +34,9 @@ pub(crate) struct RunConfig {
     pub(crate) api_key: Option<String>,
     /// In-flight requests above which new sends are skipped and counted.
     pub(crate) max_in_flight: u64,
+    /// Make every request body different (a counter in the user message), so response
+    /// caches miss.
+    pub(crate) unique: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -93,12 +96,17 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn body(cfg: &RunConfig) -> bytes::Bytes {
+fn body(cfg: &RunConfig, n: u64) -> bytes::Bytes {
+    let question = if cfg.unique {
+        format!("Summarize the plot of short story number {n} about a fox in one sentence.")
+    } else {
+        "Summarize the plot of a short story about a fox in one sentence.".to_owned()
+    };
     let mut v = serde_json::json!({
         "model": cfg.model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Summarize the plot of a short story about a fox in one sentence."}
+            {"role": "user", "content": question}
         ],
         "max_tokens": 64
     });
@@ -146,7 +154,7 @@ async fn one(
 
 /// Runs `cfg` against its URL and returns what it measured.
 pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Result<RunResult> {
-    let payload = body(cfg);
+    let fixed = body(cfg, 0);
     // Microseconds, from 1 µs to 2 minutes, 3 significant digits.
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1,
@@ -176,7 +184,12 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let (client, cfg2, payload) = (client.clone(), cfg.clone(), payload.clone());
+        let payload = if cfg.unique {
+            body(cfg, i)
+        } else {
+            fixed.clone()
+        };
+        let (client, cfg2) = (client.clone(), cfg.clone());
         let (hist, ok, errors, in_flight, last_done, first_error) = (
             hist.clone(),
             ok.clone(),

@@ -64,6 +64,9 @@ enum Cmd {
         /// Bearer key to send.
         #[arg(long, env = "LOADGEN_API_KEY")]
         api_key: Option<String>,
+        /// Make every request body different (response caches miss).
+        #[arg(long)]
+        unique: bool,
     },
     /// Run the benchmark matrix against `llmops serve` and print a Markdown table.
     Matrix {
@@ -98,6 +101,9 @@ enum Cmd {
         /// Write the raw results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Make every request body different (response caches miss).
+        #[arg(long)]
+        unique: bool,
     },
 }
 
@@ -149,6 +155,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             stream,
             model,
             api_key,
+            unique,
         } => {
             let http = client::http_client()?;
             let cfg = client::RunConfig {
@@ -160,6 +167,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 model,
                 api_key,
                 max_in_flight: 20_000,
+                unique,
             };
             let result = client::run(&http, &cfg).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);
@@ -176,6 +184,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             streams,
             out,
             json,
+            unique,
         } => {
             let mut parsed = Vec::new();
             for m in modes {
@@ -196,6 +205,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 streams: streams.into_iter().filter(|n| *n > 0).collect(),
                 out,
                 json,
+                unique,
             })
             .await?;
             println!("{md}");

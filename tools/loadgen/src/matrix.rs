@@ -30,6 +30,7 @@ pub(crate) struct MatrixConfig {
     pub(crate) streams: Vec<u64>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) json: Option<PathBuf>,
+    pub(crate) unique: bool,
 }
 
 /// A gateway process started for the run; killed on drop.
@@ -237,6 +238,7 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
                 model: "bench".to_owned(),
                 api_key: None,
                 max_in_flight: 20_000,
+                unique: cfg.unique,
             };
             eprintln!(
                 "{} {rate} req/s: direct",
