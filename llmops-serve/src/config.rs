@@ -182,6 +182,9 @@ pub enum RoutingStrategy {
     LeastOutstanding,
     /// Power of two choices on peak-EWMA latency to stream end, scaled by vLLM load.
     LeastLatency,
+    /// Prefix-cache affinity weighed against load, for vLLM replicas (see
+    /// `docs/prefix-caching.md`).
+    PrefixAware,
 }
 
 /// `[models.<name>.retry]`.

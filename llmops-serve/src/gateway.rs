@@ -784,7 +784,7 @@ pub fn build_model(
                 .weights
                 .clone()
                 .unwrap_or_else(|| vec![1; targets.len()]);
-            let endpoints = targets
+            let endpoints: Vec<Endpoint> = targets
                 .iter()
                 .zip(weights)
                 .map(|((target, built), w)| {
@@ -801,12 +801,20 @@ pub fn build_model(
                     ep
                 })
                 .collect();
-            let s = match strategy {
-                RoutingStrategy::Weighted => Strategy::Weighted,
-                RoutingStrategy::LeastOutstanding => Strategy::LeastOutstanding,
-                _ => Strategy::LeastLatency,
+            let b = match strategy {
+                RoutingStrategy::PrefixAware => {
+                    let selector = crate::prefix::PrefixAwareSelector::new(
+                        endpoints.len(),
+                        crate::prefix::PrefixPolicyConfig::default(),
+                    );
+                    Balance::new(endpoints, Arc::new(selector))
+                }
+                RoutingStrategy::Weighted => Balance::with_strategy(endpoints, Strategy::Weighted),
+                RoutingStrategy::LeastOutstanding => {
+                    Balance::with_strategy(endpoints, Strategy::LeastOutstanding)
+                }
+                _ => Balance::with_strategy(endpoints, Strategy::LeastLatency),
             };
-            let b = Balance::with_strategy(endpoints, s);
             balance = Some(b.clone());
             BoxLlmService::new(RetryLayer::new(retry_policy(&cfg.retry, &budget)).layer(b))
         }

@@ -185,7 +185,7 @@ impl PrefixIndex {
         let cap = NonZeroUsize::new(cfg.capacity_blocks.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             replicas: (0..replicas.min(MAX_REPLICAS))
-                .map(|_| LruCache::new(cap))
+                .map(|_| LruCache::sparse(cap))
                 .collect(),
             owners: HashMap::new(),
             ttl: cfg.ttl,

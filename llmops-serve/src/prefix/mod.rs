@@ -19,8 +19,10 @@
 pub mod fleet;
 mod index;
 mod policy;
+mod selector;
 
 pub use index::{
     BlockHash, BlockHasher, MAX_REPLICAS, PrefixIndex, PrefixIndexConfig, render_prompt,
 };
 pub use policy::{Pick, PickReason, PrefixPolicyConfig, ReplicaLoad, ReplicaPicker, Strategy};
+pub use selector::{DEFAULT_BLOCK_BYTES, PrefixAwareSelector};
