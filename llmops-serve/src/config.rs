@@ -133,6 +133,10 @@ pub struct ProviderConfig {
     /// `vllm` only: interval of `/metrics` scrapes in milliseconds (default 2 000).
     #[serde(default)]
     pub metrics_interval_ms: Option<u64>,
+    /// `anthropic` only: automatic prompt-cache breakpoints on requests that carry none:
+    /// `"off"` (default), `"5m"` or `"1h"` (the cache entries' lifetime).
+    #[serde(default)]
+    pub cache_breakpoints: Option<String>,
     /// `sim` only: time to first token in milliseconds.
     #[serde(default)]
     pub ttft_ms: Option<u64>,
@@ -155,6 +159,7 @@ impl ProviderConfig {
             cache_salt_per_tenant: false,
             health_interval_ms: None,
             metrics_interval_ms: None,
+            cache_breakpoints: None,
             ttft_ms: None,
             tokens_per_second: None,
         }

@@ -31,7 +31,7 @@ use crate::layers::fallback::Fallback;
 use crate::layers::retry::{RetryBudget, RetryLayer, RetryPolicy};
 use crate::layers::shadow::{ShadowLayer, ShadowSink, TracingShadowSink};
 use crate::layers::timeout::{DeadlineLayer, TimeoutLayer, Timeouts};
-use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::anthropic::{AnthropicProvider, CacheBreakpoints, CacheTtl};
 use crate::providers::openai::OpenAiProvider;
 use crate::providers::vllm::{ProbeTask, ReplicaState, VllmOptions, VllmProvider};
 use crate::providers::{DEFAULT_CONNECT_TIMEOUT, HttpProviderConfig, HttpTransport};
@@ -467,6 +467,12 @@ pub fn build_provider(name: &str, cfg: &ProviderConfig) -> Result<BuiltProvider,
             "`cache_salt_per_tenant`, `health_interval_ms` and `metrics_interval_ms` apply to `kind = \"vllm\"` only",
         ));
     }
+    if cfg.kind != ProviderKind::Anthropic && cfg.cache_breakpoints.is_some() {
+        return Err(invalid(
+            section,
+            "`cache_breakpoints` applies to `kind = \"anthropic\"` only",
+        ));
+    }
     let built = match cfg.kind {
         ProviderKind::Sim => {
             if cfg.base_url.is_some() || cfg.api_key_env.is_some() {
@@ -517,9 +523,29 @@ pub fn build_provider(name: &str, cfg: &ProviderConfig) -> Result<BuiltProvider,
                         vllm: Some(v),
                     }
                 }
-                ProviderKind::Anthropic => BuiltProvider::new(Arc::new(
-                    AnthropicProvider::new(&http, transport).map_err(wrap)?,
-                )),
+                ProviderKind::Anthropic => {
+                    let mut p = AnthropicProvider::new(&http, transport).map_err(wrap)?;
+                    match cfg.cache_breakpoints.as_deref() {
+                        None | Some("off") => {}
+                        Some("5m") => {
+                            p = p.with_cache_breakpoints(CacheBreakpoints::new(
+                                CacheTtl::FiveMinutes,
+                            ));
+                        }
+                        Some("1h") => {
+                            p = p.with_cache_breakpoints(CacheBreakpoints::new(CacheTtl::OneHour));
+                        }
+                        Some(other) => {
+                            return Err(invalid(
+                                section,
+                                format!(
+                                    "`cache_breakpoints` must be \"off\", \"5m\" or \"1h\", got {other:?}"
+                                ),
+                            ));
+                        }
+                    }
+                    BuiltProvider::new(Arc::new(p))
+                }
                 _ => BuiltProvider::new(Arc::new(
                     OpenAiProvider::new(&http, transport).map_err(wrap)?,
                 )),

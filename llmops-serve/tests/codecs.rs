@@ -217,3 +217,85 @@ fn recorded_error_bodies_are_classified() {
         .collect();
     insta::assert_json_snapshot!("error_classification", table);
 }
+
+fn long_system_request() -> ChatRequest {
+    let policy = "You are the support assistant of Example Corp. Follow the policy. ".repeat(80);
+    let mut req = ChatRequest::new(
+        "claude-sonnet-4-20250514",
+        vec![
+            Message::system(policy),
+            Message::user("My order is late."),
+            Message::assistant("I'm sorry to hear that. What is the order number?"),
+            Message::user("It is 12345."),
+        ],
+    );
+    req.tools = Some(vec![Tool::function(
+        "lookup_order",
+        "Find an order by number",
+        json!({"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]}),
+    )]);
+    req
+}
+
+/// Breakpoints land at the end of the system prompt (the tools alone are below the minimum)
+/// and at the end of the conversation before the newest message.
+#[test]
+fn anthropic_cache_breakpoints_placed() {
+    use llmops_serve::providers::anthropic::{CacheBreakpoints, CacheTtl, apply_cache_breakpoints};
+    let req = long_system_request();
+    let mut body = encode_request(&req, "claude-sonnet-4-20250514", false).unwrap();
+    let placed = apply_cache_breakpoints(&mut body, &CacheBreakpoints::new(CacheTtl::OneHour));
+    assert_eq!(placed, 2);
+    assert!(body["tools"][0].get("cache_control").is_none());
+    assert_eq!(
+        body["system"][0]["cache_control"],
+        json!({"type": "ephemeral", "ttl": "1h"})
+    );
+    assert_eq!(
+        body["messages"][1]["content"][0]["cache_control"]["type"],
+        "ephemeral"
+    );
+    assert!(
+        body["messages"][2]["content"]
+            .to_string()
+            .find("cache_control")
+            .is_none()
+    );
+    insta::assert_json_snapshot!("anthropic_request_breakpoints", body);
+}
+
+/// Below the model's minimum cacheable length nothing is added; a request with its own
+/// breakpoints is left alone.
+#[test]
+fn anthropic_cache_breakpoints_not_added_when_short_or_present() {
+    use llmops_serve::providers::anthropic::{CacheBreakpoints, CacheTtl, apply_cache_breakpoints};
+    let policy = CacheBreakpoints::new(CacheTtl::FiveMinutes);
+    let short = ChatRequest::new(
+        "claude-sonnet-4-20250514",
+        vec![
+            Message::system("Be brief."),
+            Message::user("Hi"),
+            Message::assistant("Hello"),
+            Message::user("Bye"),
+        ],
+    );
+    let mut body = encode_request(&short, "claude-sonnet-4-20250514", false).unwrap();
+    let before = body.clone();
+    assert_eq!(apply_cache_breakpoints(&mut body, &policy), 0);
+    assert_eq!(body, before);
+    insta::assert_json_snapshot!("anthropic_request_short_no_breakpoints", body);
+
+    // Haiku's minimum is higher: the same long prompt that qualifies on Sonnet is too short.
+    let mut req = long_system_request();
+    req.messages.truncate(2);
+    let mut body = encode_request(&req, "claude-3-5-haiku-20241022", false).unwrap();
+    assert_eq!(apply_cache_breakpoints(&mut body, &policy), 0);
+
+    let mut own = long_system_request();
+    own.extra
+        .insert("cache_control".into(), json!({"type": "ephemeral"}));
+    let mut body = encode_request(&own, "claude-sonnet-4-20250514", false).unwrap();
+    let before = body.clone();
+    assert_eq!(apply_cache_breakpoints(&mut body, &policy), 0);
+    assert_eq!(body, before);
+}

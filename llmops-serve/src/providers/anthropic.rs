@@ -43,6 +43,132 @@ pub const PASSTHROUGH_FIELDS: &[&str] = &[
     "mcp_servers",
 ];
 
+/// How long Anthropic keeps a prompt-cache entry written at an automatic breakpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheTtl {
+    /// Five minutes (the cheaper write).
+    FiveMinutes,
+    /// One hour.
+    OneHour,
+}
+
+/// Automatic prompt-cache breakpoints: where a request has none of its own, mark the end of
+/// the tools, of the system prompt, and of the conversation before the newest message —
+/// each only once the prefix up to it reaches the model's minimum cacheable length — so
+/// repeated prefixes are read from Anthropic's cache at a tenth of the input price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheBreakpoints {
+    /// Entry lifetime.
+    pub ttl: CacheTtl,
+    /// Minimum cacheable prefix in tokens; `None`: the model's (2,048 for Haiku models,
+    /// 1,024 for the others).
+    pub min_tokens: Option<u64>,
+}
+
+impl CacheBreakpoints {
+    /// Breakpoints with `ttl` and the model's minimum length.
+    pub fn new(ttl: CacheTtl) -> Self {
+        Self {
+            ttl,
+            min_tokens: None,
+        }
+    }
+
+    fn min_for(&self, model: &str) -> u64 {
+        self.min_tokens
+            .unwrap_or(if model.contains("haiku") { 2048 } else { 1024 })
+    }
+
+    fn marker(&self) -> Value {
+        match self.ttl {
+            CacheTtl::FiveMinutes => json!({"type": "ephemeral"}),
+            CacheTtl::OneHour => json!({"type": "ephemeral", "ttl": "1h"}),
+        }
+    }
+}
+
+fn has_cache_control(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("cache_control") || m.values().any(has_cache_control),
+        Value::Array(a) => a.iter().any(has_cache_control),
+        _ => false,
+    }
+}
+
+/// Tokens of a JSON fragment, estimated as serialized bytes / 4 (the byte-level BPE rule of
+/// thumb; the breakpoint threshold needs an order of magnitude, not an exact count).
+fn estimated_tokens(v: &Value) -> u64 {
+    serde_json::to_vec(v).map_or(0, |b| b.len() as u64 / 4)
+}
+
+/// Turns a string `content`/`system` into one text block so it can carry `cache_control`.
+fn as_blocks(v: &mut Value) {
+    if let Value::String(text) = v {
+        *v = json!([{"type": "text", "text": std::mem::take(text)}]);
+    }
+}
+
+fn mark_last(v: &mut Value, marker: &Value) -> bool {
+    as_blocks(v);
+    match v.as_array_mut().and_then(|a| a.last_mut()) {
+        Some(Value::Object(block)) => {
+            block.insert("cache_control".into(), marker.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Adds automatic `cache_control` breakpoints to an encoded Messages request (see
+/// [`CacheBreakpoints`]); returns how many were placed (at most 3 of Anthropic's 4). A request
+/// that already carries any `cache_control` is left exactly as it is.
+pub fn apply_cache_breakpoints(body: &mut Value, policy: &CacheBreakpoints) -> usize {
+    if has_cache_control(body) {
+        return 0;
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let min = policy.min_for(&model);
+    let marker = policy.marker();
+    let mut placed = 0;
+    let mut prefix = 0u64;
+    // Order of the prompt: tools, then system, then messages.
+    if let Some(tools) = body
+        .get_mut("tools")
+        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        prefix += estimated_tokens(tools);
+        if prefix >= min && mark_last(tools, &marker) {
+            placed += 1;
+        }
+    }
+    if let Some(system) = body.get_mut("system") {
+        prefix += estimated_tokens(system);
+        if prefix >= min && mark_last(system, &marker) {
+            placed += 1;
+        }
+    }
+    if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut)
+        && messages.len() >= 2
+    {
+        // The stable prefix ends before the newest message.
+        let stable = messages.len() - 1;
+        prefix += messages[..stable].iter().map(estimated_tokens).sum::<u64>();
+        if prefix >= min
+            && let Some(content) = messages[stable - 1].get_mut("content")
+            && mark_last(content, &marker)
+        {
+            placed += 1;
+        }
+    }
+    placed
+}
+
 fn unsupported(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Unsupported, msg.into())
 }
@@ -536,6 +662,7 @@ struct Inner {
     headers: http::HeaderMap,
     timeout: Option<std::time::Duration>,
     rate_limits: RateLimitCell,
+    breakpoints: Option<CacheBreakpoints>,
 }
 
 /// An Anthropic upstream. Cheap to clone.
@@ -586,8 +713,27 @@ impl AnthropicProvider {
                 headers,
                 timeout: cfg.timeout,
                 rate_limits: RateLimitCell::default(),
+                breakpoints: None,
             }),
         })
+    }
+
+    /// Places automatic prompt-cache breakpoints on requests that carry none (builder style).
+    #[must_use]
+    pub fn with_cache_breakpoints(mut self, policy: CacheBreakpoints) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.breakpoints = Some(policy);
+        }
+        self
+    }
+
+    fn encode(&self, req: &ChatRequest, stream: bool) -> Result<Value, Error> {
+        let mut body =
+            encode_request(req, &req.model, stream).map_err(|e| e.with_provider(self.name()))?;
+        if let Some(p) = &self.inner.breakpoints {
+            apply_cache_breakpoints(&mut body, p);
+        }
+        Ok(body)
     }
 
     /// The `anthropic-ratelimit-*` state of the last response.
@@ -626,8 +772,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat(&self, req: ChatRequest, _ctx: &RequestContext) -> Result<ChatResponse, Error> {
-        let body =
-            encode_request(&req, &req.model, false).map_err(|e| e.with_provider(self.name()))?;
+        let body = self.encode(&req, false)?;
         let fut = async {
             let resp = self.send(&body).await?;
             let v: Value = super::read_json(&self.inner.name, resp).await?;
@@ -650,8 +795,7 @@ impl Provider for AnthropicProvider {
         req: ChatRequest,
         _ctx: &RequestContext,
     ) -> Result<ChatStream, Error> {
-        let body =
-            encode_request(&req, &req.model, true).map_err(|e| e.with_provider(self.name()))?;
+        let body = self.encode(&req, true)?;
         let resp = self.send(&body).await?;
         let name = self.inner.name.clone();
         let events = super::sse::events(name.clone(), resp);
