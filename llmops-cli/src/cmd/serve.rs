@@ -12,7 +12,7 @@ use llmops_core::BoxLlmService;
 use llmops_core::service::ContextLayer;
 use llmops_core::{AuditEvent, AuditSink, SystemEvent};
 use llmops_cost::budget::BudgetLayer;
-use llmops_cost::cache::{CacheControl, CacheLayer};
+use llmops_cost::cache::CacheLayer;
 use llmops_cost::ceiling::CostCeilingLayer;
 use llmops_govern::audit::AuditLayer;
 use llmops_govern::audit::keys::CommitmentKey;
@@ -24,7 +24,6 @@ use llmops_observe::ObserveLayer;
 use llmops_observe::layer::ObserveConfig;
 use llmops_serve::config::ServeConfig;
 use llmops_serve::gateway::{BuildOptions, Gateway};
-use llmops_serve::http::RequestHeaders;
 use tower::ServiceBuilder;
 
 use crate::config::{GatewayFile, Source};
@@ -241,19 +240,6 @@ impl OuterLayers {
     }
 
     fn wrap(&self, pipeline: BoxLlmService) -> BoxLlmService {
-        // `Cache-Control: no-cache` / `no-store` from the client opt the request out of the
-        // response cache.
-        let cache_control = ContextLayer::new(|ctx| {
-            let cc = ctx
-                .extensions
-                .get::<RequestHeaders>()
-                .and_then(|h| h.0.get(http::header::CACHE_CONTROL))
-                .and_then(|v| v.to_str().ok())
-                .and_then(CacheControl::from_header);
-            if let Some(cc) = cc {
-                ctx.extensions.insert(cc);
-            }
-        });
         // Data residency: the tenant's allowed regions travel with the request; routing only
         // tries targets in them.
         let residency = self.residency.clone();
@@ -271,7 +257,6 @@ impl OuterLayers {
                 .option_layer(self.pii.clone())
                 .option_layer(self.ceiling.clone())
                 .option_layer(self.budget.clone())
-                .layer(cache_control)
                 .option_layer(self.cache.clone())
                 .service(pipeline),
         )

@@ -61,62 +61,7 @@ impl CacheMode {
     }
 }
 
-/// A per-request cache directive, put in
-/// [`RequestContext::extensions`](llmops_core::RequestContext) by whoever builds the request.
-///
-/// The HTTP edge maps the request header `Cache-Control` with [`CacheControl::from_header`]:
-/// `no-cache` skips the lookup (the fresh answer may still be stored), `no-store` skips both
-/// the lookup and the store. Library users insert it directly:
-///
-/// ```
-/// use llmops_core::RequestContext;
-/// use llmops_cost::cache::CacheControl;
-///
-/// let mut ctx = RequestContext::new();
-/// ctx.extensions.insert(CacheControl::no_store());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheControl {
-    /// Do not answer from the cache.
-    pub no_read: bool,
-    /// Do not store the answer.
-    pub no_write: bool,
-}
-
-impl CacheControl {
-    /// `Cache-Control: no-cache`: skip the lookup, allow the store.
-    pub fn no_cache() -> Self {
-        Self {
-            no_read: true,
-            no_write: false,
-        }
-    }
-
-    /// `Cache-Control: no-store`: neither look up nor store.
-    pub fn no_store() -> Self {
-        Self {
-            no_read: true,
-            no_write: true,
-        }
-    }
-
-    /// Reads a `Cache-Control` header value (`None` when it has no directive for caches).
-    pub fn from_header(value: &str) -> Option<Self> {
-        let mut cc = Self::default();
-        for d in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
-            match d.as_str() {
-                "no-cache" => cc.no_read = true,
-                "no-store" => {
-                    cc.no_read = true;
-                    cc.no_write = true;
-                }
-                _ => {}
-            }
-        }
-        (cc != Self::default()).then_some(cc)
-    }
-}
+pub use llmops_core::CacheControl;
 
 #[cfg(test)]
 mod tests {

@@ -30,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use llmops_core::{
-    EmbeddingRequest, Error, ErrorKind, LlmRequest, LlmResponse, ModelList, PromptRef,
-    RequestContext, ResponseBody, ResponseMeta, StreamOptions, TraceContext, json_error,
+    CacheControl, EmbeddingRequest, Error, ErrorKind, LlmRequest, LlmResponse, ModelList,
+    PromptRef, RequestContext, ResponseBody, ResponseMeta, StreamOptions, TraceContext, json_error,
     parse_chat_request,
 };
 use tokio::net::TcpListener;
@@ -49,11 +49,6 @@ pub const HEADER_REQUEST_ID: &str = "x-request-id";
 pub const HEADER_PROMPT_ID: &str = "x-llmops-prompt-id";
 /// Header naming the prompt template's version.
 pub const HEADER_PROMPT_VERSION: &str = "x-llmops-prompt-version";
-
-/// The client's request headers, put in [`RequestContext::extensions`] by the edge so that
-/// layers can honour per-request headers (e.g. `Cache-Control`) without depending on HTTP.
-#[derive(Clone, Debug)]
-pub struct RequestHeaders(pub HeaderMap);
 
 /// The edge's router, ready to serve or to nest in a larger axum application.
 pub fn router(gateway: Gateway) -> Router {
@@ -157,7 +152,11 @@ pub fn request_context(gw: &Gateway, headers: &HeaderMap) -> Result<RequestConte
         let version = header_str(headers, HEADER_PROMPT_VERSION).unwrap_or("unversioned");
         ctx = ctx.with_prompt(PromptRef::new(id, version));
     }
-    ctx.extensions.insert(RequestHeaders(headers.clone()));
+    if let Some(cc) =
+        header_str(headers, header::CACHE_CONTROL.as_str()).and_then(CacheControl::from_header)
+    {
+        ctx.extensions.insert(cc);
+    }
     Ok(ctx)
 }
 
