@@ -348,3 +348,84 @@ async fn config_errors_of_the_serving_sections_are_clear() {
         assert!(err.contains(needle), "case {i}: {err}");
     }
 }
+
+/// The upstream's prefix cache in `/metrics`: cached-read tokens reported by the upstream
+/// (`prompt_tokens_details.cached_tokens`), streamed and not, become the per-model, per-tenant
+/// prompt-cache token counters and the money the cache saved at the configured rates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_prefix_cache_hits_and_savings_are_in_the_metrics() {
+    let up = FakeUpstream::start().await;
+    up.set_default(Reply::text("cached answer").with_cached_tokens(48));
+    let gw = start(&format!(
+        r#"
+[providers.vllm]
+kind = "openai"
+base_url = "{}"
+
+[models.chat]
+targets = ["vllm/qwen"]
+
+[cost]
+default_price = {{ input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3.75 }}
+"#,
+        up.openai_base()
+    ));
+    let prompt = "Summarize the shared context below in one line. ".repeat(20);
+    let client = reqwest::Client::new();
+    let mut cached_total = 0;
+    for stream in [false, true] {
+        let resp = client
+            .post(format!("{}/chat/completions", gw.base))
+            .json(&serde_json::json!({
+                "model": "chat", "stream": stream,
+                "stream_options": if stream { serde_json::json!({"include_usage": true}) }
+                                  else { serde_json::Value::Null },
+                "messages": [{"role": "user", "content": prompt}]
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        // The usage object: the body, or the last data event of the stream.
+        let usage = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: ").or(Some(l)))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
+            .next_back()
+            .unwrap_or_else(|| panic!("no usage in {text}"));
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(cached > 0, "{usage}");
+        cached_total += cached;
+    }
+    let metrics = reqwest::get(gw.base.replace("/v1", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let labels = [r#"gen_ai_request_model="chat""#, r#"llmops_tenant="default""#];
+    let mut cached_labels = labels.to_vec();
+    cached_labels.push(r#"llmops_prompt_cache_state="cached""#);
+    assert_eq!(
+        sum("llmops_prompt_cache_tokens_total", &cached_labels),
+        cached_total as f64,
+        "{metrics}"
+    );
+    // ($3.00 − $0.30) per million cached tokens, in nano-dollars.
+    assert_eq!(
+        sum("llmops_prompt_cache_savings_nanodollars_total", &labels),
+        (cached_total * 2_700) as f64,
+        "{metrics}"
+    );
+}

@@ -76,6 +76,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod accounting;
 pub mod budget;
 pub mod cache;
 pub mod cascade;

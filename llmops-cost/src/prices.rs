@@ -198,6 +198,10 @@ impl ModelPrice {
             reasoning_rate.times(reasoning),
         ];
         let total: u128 = parts.iter().sum();
+        // The prompt cache's effect, against the same tokens at the uncached input rate.
+        let full = self.input.unwrap_or(Rate::ZERO);
+        let read_savings = full.times(cache_read).saturating_sub(parts[1]);
+        let write_premium = parts[2].saturating_sub(full.times(cache_write));
         Ok(CostBreakdown {
             input: picos_to_usd(parts[0]),
             cache_read: picos_to_usd(parts[1]),
@@ -205,6 +209,8 @@ impl ModelPrice {
             output: picos_to_usd(parts[3]),
             reasoning: picos_to_usd(parts[4]),
             total: picos_to_usd(total),
+            cache_read_savings: picos_to_usd(read_savings),
+            cache_write_premium: picos_to_usd(write_premium),
         })
     }
 
@@ -258,6 +264,20 @@ pub struct CostBreakdown {
     pub reasoning: Usd,
     /// Everything.
     pub total: Usd,
+    /// What the cache reads saved against the uncached input rate (zero when the model has
+    /// no input rate or no separate cache-read rate).
+    pub cache_read_savings: Usd,
+    /// What the cache writes cost above the uncached input rate.
+    pub cache_write_premium: Usd,
+}
+
+impl CostBreakdown {
+    /// The [`ResponseCost`](llmops_core::ResponseCost) record of this cost for a response of
+    /// `tokens` tokens, with its prompt-cache effects.
+    pub fn response_cost(&self, tokens: u64) -> llmops_core::ResponseCost {
+        llmops_core::ResponseCost::new(self.total, tokens)
+            .with_prompt_cache(self.cache_read_savings, self.cache_write_premium)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,8 +31,8 @@ use std::time::Duration;
 use llmops_core::service::BoxFuture;
 use llmops_core::stream::{ObservedStream, StreamOutcome, StreamSummary};
 use llmops_core::{
-    ChatRequest, ChatResponse, Error, ErrorKind, FinishReason, LlmRequest, LlmResponse, PromptRef,
-    RequestBody, ResponseBody, Role, Usage, Usd,
+    ChatRequest, ChatResponse, CostReport, Error, ErrorKind, FinishReason, LlmRequest, LlmResponse,
+    PromptRef, RequestBody, ResponseBody, ResponseCost, Role, Usage, Usd,
 };
 use metrics::{Counter, Histogram, Label};
 use tokio::time::Instant;
@@ -171,6 +171,9 @@ struct Handles {
     ttfc: OnceLock<Histogram>,
     tpoc: OnceLock<Histogram>,
     cost: OnceLock<Counter>,
+    prompt_cache_tokens: [OnceLock<Counter>; 3],
+    prompt_cache_savings: OnceLock<Counter>,
+    prompt_cache_premium: OnceLock<Counter>,
     retries: OnceLock<Counter>,
     fallbacks: OnceLock<Counter>,
     overhead: OnceLock<Histogram>,
@@ -197,6 +200,9 @@ impl Handles {
             ttfc: OnceLock::new(),
             tpoc: OnceLock::new(),
             cost: OnceLock::new(),
+            prompt_cache_tokens: Default::default(),
+            prompt_cache_savings: OnceLock::new(),
+            prompt_cache_premium: OnceLock::new(),
             retries: OnceLock::new(),
             fallbacks: OnceLock::new(),
             overhead: OnceLock::new(),
@@ -205,6 +211,20 @@ impl Handles {
 
     fn counter<'a>(&'a self, cell: &'a OnceLock<Counter>, name: &'static str) -> &'a Counter {
         cell.get_or_init(|| metrics::counter!(name, self.labels.clone()))
+    }
+
+    /// A counter of this label set with one more label.
+    fn counter_with<'a>(
+        &'a self,
+        cell: &'a OnceLock<Counter>,
+        name: &'static str,
+        extra: (&'static str, &'static str),
+    ) -> &'a Counter {
+        cell.get_or_init(|| {
+            let mut labels = self.labels.clone();
+            labels.push(Label::new(extra.0, extra.1));
+            metrics::counter!(name, labels)
+        })
     }
 
     fn histogram<'a>(
@@ -337,6 +357,7 @@ struct Start {
     stream: bool,
     labels: StartLabels,
     telemetry: RequestTelemetry,
+    cost_report: CostReport,
     span: Span,
     sample: Option<ChatRequest>,
 }
@@ -353,6 +374,7 @@ struct End {
     chunks: u64,
     first_chunk_to_end: Option<Duration>,
     cost: Option<f64>,
+    response_cost: Option<ResponseCost>,
     cache_hit: bool,
     attempts: u32,
     overhead: Option<Duration>,
@@ -373,6 +395,7 @@ impl End {
             chunks: 0,
             first_chunk_to_end: None,
             cost: None,
+            response_cost: None,
             cache_hit: false,
             attempts: 0,
             overhead,
@@ -453,6 +476,7 @@ impl Shared {
     fn start(&self, req: &mut LlmRequest) -> Start {
         let at = Instant::now();
         let telemetry = RequestTelemetry::install(&mut req.ctx);
+        let cost_report = CostReport::install(&mut req.ctx);
         let operation = req.operation();
         let model: Arc<str> = Arc::from(req.model());
         let stream = req.is_stream();
@@ -524,6 +548,7 @@ impl Shared {
             stream,
             labels,
             telemetry,
+            cost_report,
             span,
             sample,
         }
@@ -533,11 +558,8 @@ impl Shared {
         let now = Instant::now();
         let meta = &resp.meta;
         let overhead = overhead(&start, meta.extensions.get::<UpstreamTime>().copied(), now);
-        let cost = meta.extensions.get::<CostUsd>().map(|c| c.0).or_else(|| {
-            meta.extensions
-                .get::<llmops_core::ResponseCost>()
-                .map(|c| c.usd.as_f64())
-        });
+        let response_cost = meta.extensions.get::<ResponseCost>().copied();
+        let cost = meta.extensions.get::<CostUsd>().map(|c| c.0);
         let provider = meta.provider.clone();
         let cache_hit = meta.cache_hit;
         let attempts = meta.attempts;
@@ -552,6 +574,7 @@ impl Shared {
             chunks: 0,
             first_chunk_to_end: None,
             cost,
+            response_cost,
             cache_hit,
             attempts,
             overhead,
@@ -626,7 +649,16 @@ impl Shared {
     fn finish(&self, start: Start, end: End) {
         let now = Instant::now();
         let duration = now.saturating_duration_since(start.at);
-        let cost = end.cost.or_else(|| start.telemetry.cost());
+        // What a cost layer reported: in the response metadata, or (streams) through the
+        // request's cost report.
+        let reported = start.cost_report.get();
+        let usd = |c: ResponseCost| c.usd.as_f64();
+        let cost = end
+            .cost
+            .or_else(|| end.response_cost.map(usd))
+            .or_else(|| start.telemetry.cost())
+            .or_else(|| reported.map(usd));
+        let response_cost = end.response_cost.or(reported);
         let fallbacks = start.telemetry.fallbacks();
         let provider: Arc<str> = end.provider.clone().unwrap_or_else(|| Arc::from("unknown"));
         let error_kind = end.error.as_ref().map(Error::kind);
@@ -776,6 +808,39 @@ impl Shared {
         if let Some(c) = cost {
             let nanos = u64::try_from(Usd::from_f64(c).nanos()).unwrap_or(0);
             h.counter(&h.cost, metric::COST).increment(nanos);
+        }
+        if let Some(u) = &end.usage
+            && !end.cache_hit
+        {
+            let cached = u.cache_read_tokens.min(u.input_tokens);
+            let written = u.cache_write_tokens.min(u.input_tokens - cached);
+            let parts = [
+                ("cached", cached),
+                ("written", written),
+                ("uncached", u.input_tokens - cached - written),
+            ];
+            for ((state, n), cell) in parts.into_iter().zip(&h.prompt_cache_tokens) {
+                if n > 0 {
+                    h.counter_with(
+                        cell,
+                        metric::PROMPT_CACHE_TOKENS,
+                        (label::PROMPT_CACHE_STATE, state),
+                    )
+                    .increment(n);
+                }
+            }
+        }
+        if let Some(c) = response_cost {
+            if c.cache_read_savings > Usd::ZERO {
+                let n = u64::try_from(c.cache_read_savings.nanos()).unwrap_or(0);
+                h.counter(&h.prompt_cache_savings, metric::PROMPT_CACHE_SAVINGS)
+                    .increment(n);
+            }
+            if c.cache_write_premium > Usd::ZERO {
+                let n = u64::try_from(c.cache_write_premium.nanos()).unwrap_or(0);
+                h.counter(&h.prompt_cache_premium, metric::PROMPT_CACHE_WRITE_PREMIUM)
+                    .increment(n);
+            }
         }
         if end.attempts > 1 {
             h.counter(&h.retries, metric::RETRIES)

@@ -96,6 +96,15 @@ pub mod metric {
     pub const ERRORS: &str = "llmops.errors";
     /// Counter, nano-dollars (1e-9 USD, as [`llmops_core::Usd`]): spend.
     pub const COST: &str = "llmops.cost.nanodollars";
+    /// Counter, `{token}`: input tokens by how the provider's prompt (prefix) cache treated
+    /// them (`llmops.prompt_cache.state`: `cached` read from it, `written` to it, `uncached`).
+    /// Hit rate = cached / all.
+    pub const PROMPT_CACHE_TOKENS: &str = "llmops.prompt_cache.tokens";
+    /// Counter, nano-dollars: what cache reads saved against the uncached input rate.
+    pub const PROMPT_CACHE_SAVINGS: &str = "llmops.prompt_cache.savings.nanodollars";
+    /// Counter, nano-dollars: what cache writes cost above the uncached input rate (net
+    /// savings = savings − write premium).
+    pub const PROMPT_CACHE_WRITE_PREMIUM: &str = "llmops.prompt_cache.write_premium.nanodollars";
     /// Counter: answers served from a response cache.
     pub const CACHE_HITS: &str = "llmops.cache.hits";
     /// Counter: answers not served from a response cache.
@@ -142,6 +151,8 @@ pub mod label {
     pub const RESULT: &str = "result";
     /// A budget scope.
     pub const SCOPE: &str = "scope";
+    /// How the provider's prompt cache treated input tokens: `cached`, `written`, `uncached`.
+    pub const PROMPT_CACHE_STATE: &str = "llmops.prompt_cache.state";
 }
 
 /// The spec's advisory bucket boundaries for `gen_ai.client.token.usage` (powers of 4).

@@ -38,6 +38,9 @@ fn emitted() -> BTreeSet<String> {
         metric::REQUESTS,
         metric::ERRORS,
         metric::COST,
+        metric::PROMPT_CACHE_TOKENS,
+        metric::PROMPT_CACHE_SAVINGS,
+        metric::PROMPT_CACHE_WRITE_PREMIUM,
         metric::CACHE_HITS,
         metric::CACHE_MISSES,
         metric::RETRIES,
@@ -65,6 +68,7 @@ fn labels() -> BTreeSet<String> {
         semconv::LLMOPS_TENANT,
         semconv::LLMOPS_PROMPT_ID,
         semconv::LLMOPS_PROMPT_VERSION,
+        semconv::label::PROMPT_CACHE_STATE,
     ]
     .iter()
     .map(|l| prom(l))

@@ -103,6 +103,7 @@ pub struct Reply {
     text: String,
     latency: Duration,
     chunk_delay: Duration,
+    cached_tokens: Option<u64>,
 }
 
 impl Reply {
@@ -113,6 +114,7 @@ impl Reply {
             text: text.into(),
             latency: Duration::ZERO,
             chunk_delay: Duration::ZERO,
+            cached_tokens: None,
         }
     }
 
@@ -197,6 +199,15 @@ impl Reply {
     #[must_use]
     pub fn with_chunk_delay(mut self, delay: Duration) -> Self {
         self.chunk_delay = delay;
+        self
+    }
+
+    /// Reports `tokens` of the prompt as read from the upstream's prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`, as vLLM and OpenAI do), capped at the
+    /// prompt's tokens.
+    #[must_use]
+    pub fn with_cached_tokens(mut self, tokens: u64) -> Self {
+        self.cached_tokens = Some(tokens);
         self
     }
 
@@ -707,11 +718,14 @@ async fn chat(
     let prompt_tokens = token_count(&req["messages"]);
     let pieces = words(&reply.text);
     let completion_tokens = pieces.len() as u64;
-    let usage = json!({
+    let mut usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     });
+    if let Some(cached) = reply.cached_tokens {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": cached.min(prompt_tokens)});
+    }
     if !stream {
         if matches!(reply.fault, Fault::StallMidStream(_)) {
             std::future::pending::<()>().await;

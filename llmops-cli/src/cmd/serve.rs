@@ -11,6 +11,7 @@ use clap::Args;
 use llmops_core::BoxLlmService;
 use llmops_core::service::ContextLayer;
 use llmops_core::{AuditEvent, AuditSink, SystemEvent};
+use llmops_cost::accounting::CostLayer;
 use llmops_cost::budget::BudgetLayer;
 use llmops_cost::cache::CacheLayer;
 use llmops_cost::ceiling::CostCeilingLayer;
@@ -161,7 +162,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The layers every model's pipeline is wrapped in, outermost first: telemetry, audit,
-/// guardrails (injection, PII), cost ceiling, budget, response cache. Audit sits outside the
+/// guardrails (injection, PII), cost ceiling, budget (or pricing alone), response cache. Audit sits outside the
 /// guardrails and cost layers so that their refusals are recorded too. Each is present only when its
 /// section configures it.
 #[derive(Clone)]
@@ -176,6 +177,8 @@ struct OuterLayers {
     pii: Option<PiiLayer>,
     ceiling: Option<CostCeilingLayer>,
     budget: Option<BudgetLayer>,
+    /// Prices answers for telemetry and audit when no budget layer does.
+    pricing: Option<CostLayer>,
     cache: Option<CacheLayer>,
 }
 
@@ -202,13 +205,13 @@ impl OuterLayers {
         };
         let catalog = Arc::new(file.cost.catalog()?);
         let ceiling = file.cost.ceiling_layer(catalog.clone())?;
-        let (budget_handle, budget) = if file.budgets.limits.is_empty() {
-            (None, None)
+        let (budget_handle, budget, pricing) = if file.budgets.limits.is_empty() {
+            (None, None, Some(CostLayer::new(catalog)))
         } else {
             let handle = file.budgets.build().await?;
             let layer = BudgetLayer::new(handle.clone(), catalog)
                 .default_max_output_tokens(file.cost.max_output_tokens());
-            (Some(handle), Some(layer))
+            (Some(handle), Some(layer), None)
         };
         let cache = match &file.cache {
             Some(c) => c.layer().await?,
@@ -235,6 +238,7 @@ impl OuterLayers {
             pii,
             ceiling,
             budget,
+            pricing,
             cache,
         })
     }
@@ -257,6 +261,7 @@ impl OuterLayers {
                 .option_layer(self.pii.clone())
                 .option_layer(self.ceiling.clone())
                 .option_layer(self.budget.clone())
+                .option_layer(self.pricing.clone())
                 .option_layer(self.cache.clone())
                 .service(pipeline),
         )

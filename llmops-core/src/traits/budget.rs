@@ -80,20 +80,85 @@ impl fmt::Display for Usd {
 
 /// What a response cost upstream, as the cost layers computed it. Layers that price a
 /// response leave it in [`ResponseMeta::extensions`](crate::ResponseMeta) for outer layers
-/// (telemetry, audit) to read; a cascade sets it to the sum of its attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (telemetry, audit) to read, and report it through the request's [`CostReport`] (the only
+/// way for a stream, which is priced at its end); a cascade sets it to the sum of its attempts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResponseCost {
     /// The total upstream cost.
     pub usd: Usd,
     /// The total tokens (input + output).
     pub tokens: u64,
+    /// What the provider's prompt cache saved: the cache-read input tokens priced at the
+    /// model's uncached input rate, minus what they were charged.
+    pub cache_read_savings: Usd,
+    /// What writing the provider's prompt cache cost above the uncached input rate (Anthropic
+    /// charges 1.25× or 2× for cache writes). Net savings are `cache_read_savings` minus this.
+    pub cache_write_premium: Usd,
 }
 
 impl ResponseCost {
-    /// A cost record.
+    /// A cost record without prompt-cache effects.
     pub fn new(usd: Usd, tokens: u64) -> Self {
-        Self { usd, tokens }
+        Self {
+            usd,
+            tokens,
+            ..Self::default()
+        }
+    }
+
+    /// The same record with what the provider's prompt cache saved and what writing it cost
+    /// extra.
+    #[must_use]
+    pub fn with_prompt_cache(mut self, read_savings: Usd, write_premium: Usd) -> Self {
+        self.cache_read_savings = read_savings;
+        self.cache_write_premium = write_premium;
+        self
+    }
+}
+
+/// A per-request slot through which a layer that prices the response reports its
+/// [`ResponseCost`] to outer layers, for streams too: a stream is priced when it ends, after
+/// its response metadata has gone out.
+///
+/// An outer layer (telemetry) [installs](CostReport::install) it in
+/// [`RequestContext::extensions`](crate::RequestContext) before calling inward; clones share
+/// the slot, and the last report wins. An inner stream's end runs before the outer stream's
+/// end, so the outer layer reads the report when its own stream ends. Without an installed
+/// slot, reporting is a no-op.
+#[derive(Clone, Debug, Default)]
+pub struct CostReport(std::sync::Arc<std::sync::Mutex<Option<ResponseCost>>>);
+
+impl CostReport {
+    /// The slot of a request, installing a fresh one when there is none.
+    pub fn install(ctx: &mut crate::RequestContext) -> CostReport {
+        if let Some(r) = ctx.extensions.get::<CostReport>() {
+            return r.clone();
+        }
+        let r = CostReport::default();
+        ctx.extensions.insert(r.clone());
+        r
+    }
+
+    /// The slot of a request, when an outer layer installed one.
+    pub fn of(ctx: &crate::RequestContext) -> Option<&CostReport> {
+        ctx.extensions.get::<CostReport>()
+    }
+
+    /// Reports the request's cost.
+    pub fn set(&self, cost: ResponseCost) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cost);
+    }
+
+    /// The reported cost, if any layer reported one.
+    pub fn get(&self) -> Option<ResponseCost> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

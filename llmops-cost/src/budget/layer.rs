@@ -8,12 +8,13 @@ use http::HeaderValue;
 use llmops_core::service::BoxFuture;
 use llmops_core::stream::{ObservedStream, StreamOutcome, StreamSummary};
 use llmops_core::{
-    Amount, Budget, BudgetScope, Error, LlmRequest, LlmResponse, RequestBody, Reservation,
-    ResponseBody, Result, Usage, Usd,
+    Amount, Budget, BudgetScope, CostReport, Error, LlmRequest, LlmResponse, RequestBody,
+    Reservation, ResponseBody, Result, Usage, Usd,
 };
 use tower::{Layer, Service};
 
 use super::scopes_for;
+use crate::accounting::{actual_cost, report_cost};
 use crate::ceiling::DEFAULT_MAX_OUTPUT_TOKENS;
 use crate::estimate::{PromptEstimate, ResponseCost, body_upper_bound};
 use crate::prices::{ModelPrice, PriceCatalog};
@@ -191,15 +192,8 @@ impl Drop for Settlement {
     }
 }
 
-fn actual_amount(price: Option<&ModelPrice>, usage: &Usage, fallback: Amount) -> Amount {
-    match price.map(|p| p.cost(usage)) {
-        Some(Ok(c)) => Amount::new(c.total, usage.total_tokens()),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "cannot price the usage: committing the reserved worst case");
-            fallback
-        }
-        None => Amount::new(Usd::ZERO, usage.total_tokens()),
-    }
+fn amount(cost: ResponseCost) -> Amount {
+    Amount::new(cost.usd, cost.tokens)
 }
 
 /// What a stream that ended without a usage chunk cost: the prompt plus its output counted
@@ -210,12 +204,12 @@ fn stream_estimate(
     input_tokens: u64,
     summary: &StreamSummary,
     fallback: Amount,
-) -> Option<Amount> {
+) -> Option<ResponseCost> {
     if summary.first_content_at.is_none() && summary.chunks <= 1 {
         return None; // nothing generated: release
     }
     let Some(resp) = &summary.response else {
-        return Some(fallback);
+        return Some(ResponseCost::new(fallback.usd, fallback.tokens));
     };
     let text: String = resp.choices.iter().map(|c| c.message.text()).collect();
     let out = match counter_for_model(model) {
@@ -223,7 +217,7 @@ fn stream_estimate(
         None => text.len() as u64,
     };
     let usage = Usage::new(input_tokens, out);
-    Some(actual_amount(price, &usage, fallback))
+    Some(actual_cost(price, &usage, fallback))
 }
 
 async fn remaining_header(budget: &dyn Budget, scopes: &[BudgetScope]) -> Option<HeaderValue> {
@@ -255,6 +249,7 @@ where
         let shared = self.shared.clone();
         Box::pin(async move {
             let scopes = scopes_for(&req.ctx);
+            let report = CostReport::of(&req.ctx).cloned();
             let model = req.model().to_owned();
             let price = match shared.catalog.price(&model) {
                 Ok(p) => Some(p.clone()),
@@ -308,8 +303,8 @@ where
                 ResponseBody::ChatStream(s) => {
                     let on_end = move |summary: StreamSummary| {
                         let actual = match (&summary.usage, known) {
-                            (_, Some(k)) => Some(Amount::new(k.usd, k.tokens)),
-                            (Some(u), None) => Some(actual_amount(price.as_deref(), u, reserved)),
+                            (_, Some(k)) => Some(k),
+                            (Some(u), None) => Some(actual_cost(price.as_deref(), u, reserved)),
                             (None, None) => {
                                 stream_estimate(&model, price.as_deref(), input, &summary, reserved)
                             }
@@ -317,7 +312,10 @@ where
                         if let StreamOutcome::Failed(e) = &summary.outcome {
                             tracing::debug!(error = %e, "stream failed: settling its budget");
                         }
-                        settlement.spawn(actual);
+                        if let (Some(report), Some(cost)) = (&report, actual) {
+                            report.set(cost);
+                        }
+                        settlement.spawn(actual.map(amount));
                     };
                     let observed = if collect {
                         ObservedStream::collecting(s, on_end).boxed()
@@ -328,26 +326,22 @@ where
                 }
                 ResponseBody::Chat(r) => {
                     let actual = match (known, &r.usage) {
-                        (Some(k), _) => Amount::new(k.usd, k.tokens),
-                        (None, Some(u)) => actual_amount(price.as_deref(), u, reserved),
-                        (None, None) => reserved,
+                        (Some(k), _) => k,
+                        (None, Some(u)) => actual_cost(price.as_deref(), u, reserved),
+                        (None, None) => ResponseCost::new(reserved.usd, reserved.tokens),
                     };
-                    settlement.commit(actual).await;
-                    resp.meta
-                        .extensions
-                        .insert(ResponseCost::new(actual.usd, actual.tokens));
+                    settlement.commit(amount(actual)).await;
+                    report_cost(&mut resp.meta, report.as_ref(), actual);
                     ResponseBody::Chat(r)
                 }
                 ResponseBody::Embeddings(r) => {
                     let actual = match (known, &r.usage) {
-                        (Some(k), _) => Amount::new(k.usd, k.tokens),
-                        (None, Some(u)) => actual_amount(price.as_deref(), u, reserved),
-                        (None, None) => reserved,
+                        (Some(k), _) => k,
+                        (None, Some(u)) => actual_cost(price.as_deref(), u, reserved),
+                        (None, None) => ResponseCost::new(reserved.usd, reserved.tokens),
                     };
-                    settlement.commit(actual).await;
-                    resp.meta
-                        .extensions
-                        .insert(ResponseCost::new(actual.usd, actual.tokens));
+                    settlement.commit(amount(actual)).await;
+                    report_cost(&mut resp.meta, report.as_ref(), actual);
                     ResponseBody::Embeddings(r)
                 }
                 other => {

@@ -48,6 +48,11 @@ pub struct ExternalLoad {
     pub running: Option<f64>,
     /// KV-cache usage, 0–1.
     pub kv_cache_usage: Option<f64>,
+    /// Prompt tokens looked up in the replica's prefix cache since it started (a counter:
+    /// when it goes down, the replica restarted and its cache is empty).
+    pub prefix_cache_queries: Option<f64>,
+    /// Prompt tokens found in the replica's prefix cache since it started (a counter).
+    pub prefix_cache_hits: Option<f64>,
 }
 
 impl Default for ExternalLoad {
@@ -57,6 +62,8 @@ impl Default for ExternalLoad {
             queue_depth: None,
             running: None,
             kv_cache_usage: None,
+            prefix_cache_queries: None,
+            prefix_cache_hits: None,
         }
     }
 }

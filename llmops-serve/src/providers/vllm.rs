@@ -178,6 +178,8 @@ impl LoadSource for ReplicaState {
             queue_depth: m.as_ref().map(|m| m.waiting),
             running: m.as_ref().map(|m| m.running),
             kv_cache_usage: m.as_ref().and_then(|m| m.kv_cache_usage),
+            prefix_cache_queries: m.as_ref().and_then(|m| m.prefix_cache_queries),
+            prefix_cache_hits: m.as_ref().and_then(|m| m.prefix_cache_hits),
         }
     }
 }
