@@ -414,7 +414,10 @@ default_price = {{ input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum()
     };
-    let labels = [r#"gen_ai_request_model="chat""#, r#"llmops_tenant="default""#];
+    let labels = [
+        r#"gen_ai_request_model="chat""#,
+        r#"llmops_tenant="default""#,
+    ];
     let mut cached_labels = labels.to_vec();
     cached_labels.push(r#"llmops_prompt_cache_state="cached""#);
     assert_eq!(

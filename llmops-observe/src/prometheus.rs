@@ -90,6 +90,21 @@ pub fn describe() {
         "Spend in nano-dollars (1e-9 USD)."
     );
     describe_counter!(
+        metric::PROMPT_CACHE_TOKENS,
+        Unit::Count,
+        "Input tokens by how the provider's prompt cache treated them (cached, written, uncached)."
+    );
+    describe_counter!(
+        metric::PROMPT_CACHE_SAVINGS,
+        Unit::Count,
+        "What provider prompt-cache reads saved against the uncached input rate, in nano-dollars."
+    );
+    describe_counter!(
+        metric::PROMPT_CACHE_WRITE_PREMIUM,
+        Unit::Count,
+        "What provider prompt-cache writes cost above the uncached input rate, in nano-dollars."
+    );
+    describe_counter!(
         metric::CACHE_HITS,
         Unit::Count,
         "Answers served from a response cache."
