@@ -24,6 +24,14 @@ pub struct ServerConfig {
     /// Deadline of a whole request, in milliseconds, unless a model's timeouts are shorter.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Most model requests (`/v1/chat/completions`, `/v1/embeddings`) the edge serves at once,
+    /// counted from admission until the response body is fully sent or dropped (a stream
+    /// holds its slot until it ends). Requests over the limit are answered at once with HTTP
+    /// 503 `overloaded` and `Retry-After`, without reaching a pipeline. `0` means no limit.
+    /// Default 4096: a few hundred MiB of streams at most, far more concurrency than one
+    /// process serves without queueing.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Virtual API keys. When any is configured, every request must carry one of them as a
     /// Bearer token; the key decides the tenant. When none is, requests need no key and are
     /// billed to the default tenant.
@@ -37,6 +45,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
             keys: Vec::new(),
         }
     }
@@ -52,6 +61,17 @@ fn default_max_body_bytes() -> usize {
 
 fn default_request_timeout_ms() -> u64 {
     600_000
+}
+
+/// The default of `[server] max_in_flight`. A streamed request costs the gateway 40–60 KB
+/// (BENCHMARKS.md, "Memory"), so 4096 bounds the edge to roughly 250 MiB even when every slot
+/// is a slow stream, while leaving room for thousands of concurrent streams of a healthy
+/// deployment. Without a bound, a gateway past its CPU knee queued requests until its memory
+/// reached 0.5–0.8 GiB.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
 }
 
 /// One `[[server.keys]]` entry: a virtual key mapped to a tenant.
@@ -496,5 +516,32 @@ impl Target {
             provider: provider.to_owned(),
             model: model.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(v: serde_json::Value) -> Result<ServerConfig, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn max_in_flight_defaults_and_parses() {
+        let default = server(serde_json::json!({})).unwrap();
+        assert_eq!(default.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(ServerConfig::default().max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        let set = server(serde_json::json!({"max_in_flight": 64})).unwrap();
+        assert_eq!(set.max_in_flight, 64);
+        let off = server(serde_json::json!({"max_in_flight": 0})).unwrap();
+        assert_eq!(off.max_in_flight, 0);
+    }
+
+    #[test]
+    fn max_in_flight_rejects_negatives_and_typos() {
+        assert!(server(serde_json::json!({"max_in_flight": -1})).is_err());
+        let e = server(serde_json::json!({"max_inflight": 10})).unwrap_err();
+        assert!(e.to_string().contains("max_inflight"), "{e}");
     }
 }

@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 use crate::config::{
     ModelConfig, ProviderConfig, ProviderKind, RetryConfig, RoutingStrategy, ServeConfig, Target,
 };
+use crate::http::Admission;
 use crate::layers::balance::{Balance, Endpoint, Strategy};
 use crate::layers::batch::{BatchConfig, EmbeddingBatchLayer};
 use crate::layers::canary::Canary;
@@ -124,6 +125,7 @@ struct Inner {
     keys: HashMap<String, KeyInfo>,
     max_body_bytes: usize,
     request_timeout: Duration,
+    admission: Arc<Admission>,
     _probes: Vec<ProbeTask>,
 }
 
@@ -141,6 +143,7 @@ impl fmt::Debug for Gateway {
             .field("models", &names)
             .field("keys", &self.inner.keys.len())
             .field("max_body_bytes", &self.inner.max_body_bytes)
+            .field("max_in_flight", &self.inner.admission.max())
             .finish()
     }
 }
@@ -156,6 +159,7 @@ impl Gateway {
             request_timeout: Duration::from_millis(
                 crate::config::ServerConfig::default().request_timeout_ms,
             ),
+            max_in_flight: crate::config::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -174,7 +178,8 @@ impl Gateway {
         let providers = build_providers(cfg)?;
         let mut b = Self::builder()
             .max_body_bytes(cfg.server.max_body_bytes)
-            .request_timeout(Duration::from_millis(cfg.server.request_timeout_ms));
+            .request_timeout(Duration::from_millis(cfg.server.request_timeout_ms))
+            .max_in_flight(cfg.server.max_in_flight);
         for (name, model) in &cfg.models {
             let pipeline = build_model(name, model, &providers, options)?;
             let service = match &options.wrap {
@@ -239,13 +244,32 @@ impl Gateway {
         out
     }
 
-    /// The load of every balanced model's targets as Prometheus text (queue depth, running
-    /// requests and KV-cache usage of vLLM replicas, calls in flight, availability), for
-    /// autoscalers and dashboards.
+    /// The load of the gateway as Prometheus text, for autoscalers and dashboards: the edge's
+    /// requests in flight, its limit and the requests it shed (`llmops_gateway_in_flight`,
+    /// `llmops_gateway_max_in_flight` — 0 when unlimited —, `llmops_gateway_shed_total`),
+    /// then every balanced model's targets (queue depth, running requests and KV-cache usage
+    /// of vLLM replicas, calls in flight, availability).
     pub fn autoscaling_metrics(&self) -> String {
+        use std::fmt::Write as _;
         let mut names: Vec<&String> = self.inner.models.keys().collect();
         names.sort();
         let mut out = String::new();
+        let a = &self.inner.admission;
+        let _ = write!(
+            out,
+            "# HELP llmops_gateway_in_flight Model requests admitted and not yet fully answered.\n\
+             # TYPE llmops_gateway_in_flight gauge\n\
+             llmops_gateway_in_flight {}\n\
+             # HELP llmops_gateway_max_in_flight The limit on requests in flight (0: none).\n\
+             # TYPE llmops_gateway_max_in_flight gauge\n\
+             llmops_gateway_max_in_flight {}\n\
+             # HELP llmops_gateway_shed_total Requests refused with 503 at the in-flight limit.\n\
+             # TYPE llmops_gateway_shed_total counter\n\
+             llmops_gateway_shed_total {}\n",
+            a.in_flight(),
+            a.max().unwrap_or(0),
+            a.shed()
+        );
         for name in names {
             if let Some(b) = self.inner.models.get(name).and_then(|r| r.balance.as_ref()) {
                 out.push_str(&crate::layers::balance::render_autoscaling_metrics(name, b));
@@ -278,6 +302,11 @@ impl Gateway {
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
     }
+
+    /// The edge's admission counter (`[server] max_in_flight`): requests in flight and shed.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.inner.admission
+    }
 }
 
 /// Builder of a [`Gateway`].
@@ -288,6 +317,7 @@ pub struct GatewayBuilder {
     probes: Vec<ProbeTask>,
     max_body_bytes: usize,
     request_timeout: Duration,
+    max_in_flight: usize,
 }
 
 impl fmt::Debug for GatewayBuilder {
@@ -336,6 +366,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The most model requests served at once (`0`: no limit); see
+    /// [`ServerConfig::max_in_flight`](crate::config::ServerConfig::max_in_flight).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
     /// The gateway.
     pub fn build(self) -> Gateway {
         Gateway {
@@ -344,6 +381,7 @@ impl GatewayBuilder {
                 keys: self.keys,
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: self.request_timeout,
+                admission: Arc::new(Admission::new(self.max_in_flight)),
                 _probes: self.probes,
             }),
         }

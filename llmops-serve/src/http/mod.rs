@@ -15,8 +15,17 @@
 //! strips the usage chunk again when the client did not ask for it. When the client goes
 //! away, the response stream is dropped, which drops the pipeline's stream and cancels the
 //! upstream request.
+//!
+//! Load shedding: the model routes admit at most `[server] max_in_flight` requests at once
+//! (see [`Admission`]). A request holds its slot from admission until its response body has
+//! been sent to the end or dropped; over the limit it is answered at once with HTTP 503
+//! `overloaded` and `Retry-After`, and no pipeline sees it. `/v1/models` and `/health` are
+//! never shed.
 
+mod shed;
 mod sse;
+
+pub use shed::{Admission, InFlight, SHED_RETRY_AFTER};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +65,11 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        // Admission comes first, before the body is read: a shed request costs almost nothing.
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            shed::admit,
+        ))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .fallback(not_found)

@@ -38,6 +38,8 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A new pool with `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Result<Self, Error> {
+        // TCP_NODELAY: a request is one small write; with Nagle's algorithm a write that
+        // follows an unacknowledged one would wait for the upstream's delayed ACK.
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))

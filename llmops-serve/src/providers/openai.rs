@@ -87,6 +87,9 @@ pub(crate) fn positioned(err: Error, seen_content: bool) -> Error {
     }
 }
 
+const CHAT_PATH: &str = "/chat/completions";
+const EMBEDDINGS_PATH: &str = "/embeddings";
+
 /// `base` + `path`, keeping a query string (Azure's `?api-version=`) at the end.
 pub(crate) fn endpoint(base: &str, path: &str) -> String {
     match base.split_once('?') {
@@ -103,6 +106,10 @@ struct Inner {
     timeout: Option<Duration>,
     rate_limits: RateLimitCell,
     capabilities: Capabilities,
+    /// The hot endpoints, parsed once: parsing the URL string on every call (what
+    /// `Client::post(String)` does) was 4 % of the gateway's CPU at 2,000 req/s.
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
 }
 
 /// An OpenAI-compatible upstream. Cheap to clone.
@@ -136,10 +143,14 @@ impl OpenAiProvider {
             })?;
             headers.insert(http::header::AUTHORIZATION, v);
         }
+        let base = cfg.trimmed_base();
+        let parsed = |path: &str| reqwest::Url::parse(&endpoint(base, path)).ok();
         Ok(Self {
             inner: Arc::new(Inner {
+                chat_url: parsed(CHAT_PATH),
+                embeddings_url: parsed(EMBEDDINGS_PATH),
                 name: Arc::from(cfg.name.as_str()),
-                base: cfg.trimmed_base().to_owned(),
+                base: base.to_owned(),
                 transport,
                 headers,
                 timeout: cfg.timeout,
@@ -168,11 +179,18 @@ impl OpenAiProvider {
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.inner
-            .transport
-            .client()
-            .post(endpoint(&self.inner.base, path))
-            .headers(self.inner.headers.clone())
+        let client = self.inner.transport.client();
+        let parsed = match path {
+            CHAT_PATH => self.inner.chat_url.as_ref(),
+            EMBEDDINGS_PATH => self.inner.embeddings_url.as_ref(),
+            _ => None,
+        };
+        // A base URL that does not parse keeps failing at send time, as before.
+        match parsed {
+            Some(url) => client.post(url.clone()),
+            None => client.post(endpoint(&self.inner.base, path)),
+        }
+        .headers(self.inner.headers.clone())
     }
 
     async fn send_json(
@@ -276,7 +294,7 @@ impl Provider for OpenAiProvider {
         req.stream = None;
         req.stream_options = None;
         self.with_call_timeout(async {
-            let resp = self.send_json("/chat/completions", &req).await?;
+            let resp = self.send_json(CHAT_PATH, &req).await?;
             super::read_json(&self.inner.name, resp).await
         })
         .await
@@ -288,7 +306,7 @@ impl Provider for OpenAiProvider {
         _ctx: &RequestContext,
     ) -> Result<ChatStream, Error> {
         req.stream = Some(true);
-        let resp = self.send_json("/chat/completions", &req).await?;
+        let resp = self.send_json(CHAT_PATH, &req).await?;
         Ok(chunk_stream(self.inner.name.clone(), resp))
     }
 
@@ -298,7 +316,7 @@ impl Provider for OpenAiProvider {
         _ctx: &RequestContext,
     ) -> Result<EmbeddingResponse, Error> {
         self.with_call_timeout(async {
-            let resp = self.send_json("/embeddings", &req).await?;
+            let resp = self.send_json(EMBEDDINGS_PATH, &req).await?;
             super::read_json(&self.inner.name, resp).await
         })
         .await
