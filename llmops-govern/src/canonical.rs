@@ -69,13 +69,36 @@ pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Whether any of the 8 bytes of `w` needs escaping: a control character (below U+0020), `"` or
+/// `\\`. Exact for "any" (the classic SWAR zero-byte and less-than tests).
+#[inline]
+fn any_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
+}
+
 /// Writes a JSON string literal with the canonical escaping.
 pub fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip eight bytes at a time while none of them needs escaping.
+        if let Some(chunk) = bytes
+            .get(i..i + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            && !any_needs_escape(u64::from_le_bytes(chunk))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
         let esc: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
             b'\\' => Some(b"\\\\"),
@@ -85,7 +108,10 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
             0x0c => Some(b"\\f"),
             0x0d => Some(b"\\r"),
             0x00..=0x1f => None,
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         match esc {
@@ -99,7 +125,8 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
                 HEX[usize::from(b & 0xf)],
             ]),
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -156,6 +183,47 @@ mod tests {
 
     fn canon(v: &Value) -> String {
         String::from_utf8(to_canonical_vec(v)).unwrap()
+    }
+
+    /// The escaping rules byte by byte, as a reference for the word-at-a-time scan.
+    fn write_string_bytewise(s: &str, out: &mut Vec<u8>) {
+        out.push(b'"');
+        for &b in s.as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x09 => out.extend_from_slice(b"\\t"),
+                0x0a => out.extend_from_slice(b"\\n"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x0d => out.extend_from_slice(b"\\r"),
+                0x00..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                _ => out.push(b),
+            }
+        }
+        out.push(b'"');
+    }
+
+    #[test]
+    fn string_escaping_matches_the_bytewise_rules_at_every_offset() {
+        let specials: Vec<char> = (0u8..0x20)
+            .map(char::from)
+            .chain([
+                '"', '\\', '/', ' ', '!', '#', '[', ']', '~', '\u{7f}', 'é', '€', '😀',
+            ])
+            .collect();
+        for len in 0..20 {
+            for pos in 0..=len {
+                for &c in &specials {
+                    let mut text: String = "abcdefghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    text.insert(pos.min(text.len()), c);
+                    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                    write_string(&text, &mut fast);
+                    write_string_bytewise(&text, &mut slow);
+                    assert_eq!(fast, slow, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

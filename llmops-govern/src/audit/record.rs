@@ -297,21 +297,20 @@ impl RecordEncoder {
                 json!({"id": &*p.id, "version": &*p.version}),
             );
         }
-        let tenant = &*r.tenant;
+        // `CommitmentKey::commit`, with the tenant's subkey derived once for both commitments.
+        let tenant_key = std::cell::OnceCell::new();
+        let commit = |bytes: &[u8]| -> Value {
+            let key = tenant_key.get_or_init(|| self.commitment_key.tenant_key(&r.tenant));
+            Value::String(blake3::keyed_hash(key, bytes).to_hex().to_string())
+        };
         if let Some(req) = &r.request {
             m.insert("params".into(), params(req));
             let messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
             let bytes = canonical::to_canonical_vec(&messages);
-            m.insert(
-                "input_commitment".into(),
-                json!(self.commitment_key.commit(tenant, &bytes)),
-            );
+            m.insert("input_commitment".into(), commit(&bytes));
         }
         if let Some(out) = &r.output {
-            m.insert(
-                "output_commitment".into(),
-                json!(self.commitment_key.commit(tenant, out.as_bytes())),
-            );
+            m.insert("output_commitment".into(), commit(out.as_bytes()));
         }
         if let Some(content) = self.content_value(r)? {
             m.insert("content".into(), content);
@@ -406,7 +405,29 @@ fn encode_system(s: &SystemEvent) -> Map<String, Value> {
 }
 
 /// The request parameters recorded: sampling parameters and tool names, never content.
+///
+/// Each parameter is what `serde_json::to_value(req)` would hold under its key (the typed
+/// field, or an unknown field of the same name in `extra`, which serializes after the typed
+/// fields and so wins), read without serializing the messages.
 fn params(req: &ChatRequest) -> Value {
+    fn typed(req: &ChatRequest, key: &str) -> Option<Value> {
+        let v = match key {
+            "temperature" => serde_json::to_value(req.temperature?),
+            "top_p" => serde_json::to_value(req.top_p?),
+            "max_tokens" => serde_json::to_value(req.max_tokens?),
+            "max_completion_tokens" => serde_json::to_value(req.max_completion_tokens?),
+            "n" => serde_json::to_value(req.n?),
+            "stream" => serde_json::to_value(req.stream?),
+            "presence_penalty" => serde_json::to_value(req.presence_penalty?),
+            "frequency_penalty" => serde_json::to_value(req.frequency_penalty?),
+            "seed" => serde_json::to_value(req.seed?),
+            "logprobs" => serde_json::to_value(req.logprobs?),
+            "top_logprobs" => serde_json::to_value(req.top_logprobs?),
+            "parallel_tool_calls" => serde_json::to_value(req.parallel_tool_calls?),
+            _ => return None,
+        };
+        v.ok()
+    }
     const KEYS: &[&str] = &[
         "temperature",
         "top_p",
@@ -422,11 +443,13 @@ fn params(req: &ChatRequest) -> Value {
         "parallel_tool_calls",
     ];
     let mut out = Map::new();
-    if let Ok(Value::Object(full)) = serde_json::to_value(req) {
-        for k in KEYS {
-            if let Some(v) = full.get(*k).filter(|v| !v.is_null()) {
-                out.insert((*k).to_owned(), v.clone());
-            }
+    for k in KEYS {
+        let v = match req.extra.get(*k) {
+            Some(v) => Some(v.clone()),
+            None => typed(req, k),
+        };
+        if let Some(v) = v.filter(|v| !v.is_null()) {
+            out.insert((*k).to_owned(), v);
         }
     }
     if let Some(tools) = &req.tools {
@@ -542,6 +565,48 @@ mod tests {
 
     fn encoder() -> RecordEncoder {
         RecordEncoder::new(CommitmentKey::from_bytes([7; 32]))
+    }
+
+    #[test]
+    fn params_are_the_serialized_request_members() {
+        let mut req = ChatRequest::new("m", vec![Message::user("hi")])
+            .with_temperature(0.25)
+            .with_max_tokens(64)
+            .with_stream(false);
+        req.seed = Some(-3);
+        req.top_logprobs = Some(2);
+        req.presence_penalty = Some(f64::NAN);
+        req.extra.insert("n".into(), json!(3));
+        req.extra.insert("max_tokens".into(), json!(null));
+        req.extra.insert("top_k".into(), json!(5));
+        // What the parameters were read from before: the whole request as a JSON value.
+        let Ok(Value::Object(full)) = serde_json::to_value(&req) else {
+            panic!("a request serializes to an object");
+        };
+        let expected: Map<String, Value> = [
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "stream",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "logprobs",
+            "top_logprobs",
+            "parallel_tool_calls",
+        ]
+        .iter()
+        .filter_map(|k| {
+            full.get(*k)
+                .filter(|v| !v.is_null())
+                .map(|v| ((*k).to_owned(), v.clone()))
+        })
+        .collect();
+        assert_eq!(params(&req), Value::Object(expected));
+        assert_eq!(params(&req)["n"], json!(3));
+        assert!(params(&req).get("max_tokens").is_none());
     }
 
     fn request_event() -> AuditEvent {

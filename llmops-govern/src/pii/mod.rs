@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use llmops_core::{ChatRequest, Content, ContentPart, KnownPart};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GovernError, Result};
@@ -293,15 +293,17 @@ fn builtin_recognizers() -> Vec<Recognizer> {
 #[derive(Clone, Debug)]
 pub struct PiiScanner {
     recognizers: Vec<Recognizer>,
+    /// Every recognizer's pattern in one set: one pass over an ASCII text tells which
+    /// recognizers match at all, so a text without PII is scanned once rather than once per
+    /// recognizer.
+    /// `None` when the patterns do not compile as one set (then each is searched).
+    prefilter: Option<RegexSet>,
     min_score: f32,
 }
 
 impl Default for PiiScanner {
     fn default() -> Self {
-        Self {
-            recognizers: builtin_recognizers(),
-            min_score: 0.5,
-        }
+        Self::from_recognizers(builtin_recognizers())
     }
 }
 
@@ -311,10 +313,19 @@ impl PiiScanner {
         Self::default()
     }
 
+    fn from_recognizers(recognizers: Vec<Recognizer>) -> Self {
+        Self {
+            prefilter: prefilter(&recognizers),
+            recognizers,
+            min_score: 0.5,
+        }
+    }
+
     /// Adds a recognizer (builder style).
     #[must_use]
     pub fn with_recognizer(mut self, r: Recognizer) -> Self {
         self.recognizers.push(r);
+        self.prefilter = prefilter(&self.recognizers);
         self
     }
 
@@ -328,8 +339,22 @@ impl PiiScanner {
     /// Every finding in `text`, sorted by start, without overlaps.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut raw = Vec::new();
+        // The set's lazy DFA handles `\b` only in ASCII text (elsewhere it would fall back to a
+        // much slower engine for all patterns at once): non-ASCII text is searched per
+        // recognizer.
+        let matching = self
+            .prefilter
+            .as_ref()
+            .filter(|_| text.is_ascii())
+            .map(|set| set.matches(text));
+        if matching.as_ref().is_some_and(|m| !m.matched_any()) {
+            return raw;
+        }
         let lower_cache: std::cell::OnceCell<String> = std::cell::OnceCell::new();
-        for r in &self.recognizers {
+        for (i, r) in self.recognizers.iter().enumerate() {
+            if matching.as_ref().is_some_and(|m| !m.matched(i)) {
+                continue;
+            }
             for m in r.regex.find_iter(text) {
                 let start = m.start();
                 let mut end = m.end();
@@ -394,6 +419,11 @@ impl PiiScanner {
         }
         resolve_overlaps(raw)
     }
+}
+
+/// The set of all recognizers' patterns (index `i` is recognizer `i`), if it compiles.
+fn prefilter(recognizers: &[Recognizer]) -> Option<RegexSet> {
+    RegexSet::new(recognizers.iter().map(|r| r.regex.as_str())).ok()
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
