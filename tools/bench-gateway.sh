@@ -4,25 +4,29 @@
 # a cache miss), at constant rates, streaming and not, plus memory with concurrent slow streams.
 #
 # Usage: bash tools/bench-gateway.sh [RATES] [SECONDS]   (default: 500,1000,2000,5000 10)
+# Writes ${CARGO_TARGET_DIR:-target}/bench/gateway.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates="${1:-500,1000,2000,5000}"
 secs="${2:-10}"
-out=target/bench
+target="${CARGO_TARGET_DIR:-target}"
+bin="$target/release"
+out="$target/bench"
 mkdir -p "$out"
 cargo build --release -p llmops-cli -p llmops-loadgen >&2
-export LOADGEN_API_KEY="sk-bench-$(date +%s)"
-export LLMOPS_AUDIT_KEY="$(printf '5a%.0s' $(seq 32))"
+LOADGEN_API_KEY="sk-bench-$(date +%s)"
+LLMOPS_AUDIT_KEY="$(printf '5a%.0s' $(seq 32))"
+export LOADGEN_API_KEY LLMOPS_AUDIT_KEY
 {
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F), commit $(git rev-parse --short HEAD)"
   echo
   echo "### Default pipeline (telemetry, routing)"
   echo
-  target/release/llmops-loadgen matrix --llmops target/release/llmops --rates "$rates" \
+  "$bin/llmops-loadgen" matrix --llmops "$bin/llmops" --rates "$rates" \
       --duration "$secs" --streams 1000,5000
   echo
   echo "### Full pipeline (auth, ceiling, budget, exact cache on the miss path, PII redaction, audit batched, telemetry)"
   echo
-  target/release/llmops-loadgen matrix --llmops target/release/llmops --rates "$rates" \
+  "$bin/llmops-loadgen" matrix --llmops "$bin/llmops" --rates "$rates" \
       --duration "$secs" --streams 0 --unique --extra-config tools/loadgen/full-pipeline.toml
 } | tee "$out/gateway.md"

@@ -6,6 +6,10 @@
 //! - `matrix`: the whole table — the upstream measured directly and through `llmops serve` at
 //!   each rate, streaming and not, the added latency per percentile, the gateway's CPU and
 //!   memory, and memory with thousands of concurrent slow streams.
+//! - `compare`: gateways side by side in front of one running upstream — `llmops serve`
+//!   started here and any already-running OpenAI-compatible gateway (LiteLLM's proxy in
+//!   `tools/bench-litellm.sh`) — at the same rates, with CPU and memory summed over each
+//!   gateway's process tree and a summary of the highest sustained rates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod compare;
 mod matrix;
 mod procstat;
 mod upstream;
@@ -105,6 +110,82 @@ enum Cmd {
         #[arg(long)]
         unique: bool,
     },
+    /// Compare gateways side by side in front of one running upstream and print a Markdown
+    /// table and summary.
+    ///
+    /// At each rate the upstream is measured directly, then through each gateway in turn
+    /// (`llmops serve` first when `--llmops` is given, then every `--gateway` in order), with
+    /// the same open-loop client; "added" latency is gateway minus direct. CPU and peak memory
+    /// are summed over each gateway's process tree (its workers included) when its pid is
+    /// known. Once a gateway fails to sustain a rate, it is not measured at the higher rates of
+    /// that mode (the table says so) unless `--keep-going` is given. Between cells the harness
+    /// waits for every watched process tree to go idle, so that work queued by an overloaded
+    /// gateway does not slow the next measurement.
+    #[command(verbatim_doc_comment)]
+    Compare {
+        /// Base URL of the running upstream that every gateway forwards to, e.g.
+        /// http://127.0.0.1:9100/v1 (`llmops-loadgen upstream`).
+        #[arg(long)]
+        upstream: String,
+        /// Pid of the upstream process, so that the harness also waits for it to go idle.
+        #[arg(long)]
+        upstream_pid: Option<u32>,
+        /// Start this llmops binary (`llmops serve`, default pipeline, model `bench` on the
+        /// same upstream) and measure it first, as the reference of the summary.
+        #[arg(long)]
+        llmops: Option<PathBuf>,
+        /// An already-running gateway: `name=NAME,url=BASE_URL[,pid=PID][,key-env=VAR]`. The
+        /// pid is the root of its process tree (for CPU and memory); VAR names the environment
+        /// variable holding its bearer key. Repeatable.
+        #[arg(long = "gateway", value_name = "SPEC")]
+        gateways: Vec<compare::GatewaySpec>,
+        /// Model name to request (every gateway must route it to the upstream).
+        #[arg(long, default_value = "bench")]
+        model: String,
+        /// Rates to measure, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "50,100,200,500,1000,2000"
+        )]
+        rates: Vec<u64>,
+        /// Measured seconds per cell.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Unmeasured warm-up seconds per cell.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Which modes: `json`, `stream` or both (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "json")]
+        modes: Vec<String>,
+        /// In-flight requests above which the client skips sends (counted as errors).
+        #[arg(long, default_value_t = 20_000)]
+        max_in_flight: u64,
+        /// Measure every gateway at every rate, even above a rate it did not sustain.
+        #[arg(long)]
+        keep_going: bool,
+        /// Longest wait, in seconds, for the gateways to go idle between cells.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+        /// Write the Markdown report here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the raw results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn parse_modes(modes: Vec<String>) -> anyhow::Result<Vec<bool>> {
+    let mut parsed = Vec::new();
+    for m in modes {
+        match m.as_str() {
+            "json" => parsed.push(false),
+            "stream" => parsed.push(true),
+            other => anyhow::bail!("unknown mode `{other}`: use json, stream or both"),
+        }
+    }
+    Ok(parsed)
 }
 
 fn main() -> ExitCode {
@@ -186,19 +267,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             json,
             unique,
         } => {
-            let mut parsed = Vec::new();
-            for m in modes {
-                match m.as_str() {
-                    "json" => parsed.push(false),
-                    "stream" => parsed.push(true),
-                    other => anyhow::bail!("unknown mode `{other}`: use json, stream or both"),
-                }
-            }
             let md = matrix::run(matrix::MatrixConfig {
                 rates,
                 duration: Duration::from_secs(duration),
                 warmup: Duration::from_secs(warmup),
-                modes: parsed,
+                modes: parse_modes(modes)?,
                 llmops,
                 extra_config,
                 api_key,
@@ -206,6 +279,42 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 out,
                 json,
                 unique,
+            })
+            .await?;
+            println!("{md}");
+            Ok(())
+        }
+        Cmd::Compare {
+            upstream,
+            upstream_pid,
+            llmops,
+            gateways,
+            model,
+            rates,
+            duration,
+            warmup,
+            modes,
+            max_in_flight,
+            keep_going,
+            settle,
+            out,
+            json,
+        } => {
+            let md = compare::run(compare::CompareConfig {
+                upstream,
+                upstream_pid,
+                llmops,
+                gateways,
+                model,
+                rates,
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+                modes: parse_modes(modes)?,
+                max_in_flight,
+                keep_going,
+                settle: Duration::from_secs(settle),
+                out,
+                json,
             })
             .await?;
             println!("{md}");

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -52,16 +51,17 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Writes a gateway config pointing at the upstreams and starts `llmops serve` on a free port.
+/// Writes a gateway config pointing at the upstreams (`fast` serves model `bench`, `slow` model
+/// `slow`; both are base URLs ending in `/v1`) and starts `llmops serve` on a free port.
 pub(crate) fn start_gateway(
     llmops: &PathBuf,
-    fast: SocketAddr,
-    slow: SocketAddr,
+    fast: &str,
+    slow: &str,
     extra: Option<&PathBuf>,
 ) -> anyhow::Result<GatewayProcess> {
     let mut cfg = format!(
-        "[providers.upstream]\nkind = \"openai\"\nbase_url = \"http://{fast}/v1\"\n\n\
-         [providers.slow]\nkind = \"openai\"\nbase_url = \"http://{slow}/v1\"\n\n\
+        "[providers.upstream]\nkind = \"openai\"\nbase_url = \"{fast}\"\n\n\
+         [providers.slow]\nkind = \"openai\"\nbase_url = \"{slow}\"\n\n\
          [models.bench]\ntargets = [\"upstream/bench\"]\n\n\
          [models.slow]\ntargets = [\"slow/bench\"]\n\n"
     );
@@ -124,7 +124,8 @@ struct StreamsRow {
     bytes_per_stream: f64,
 }
 
-fn added(g: &Percentiles, d: &Percentiles) -> Percentiles {
+/// Gateway minus direct, per percentile.
+pub(crate) fn added(g: &Percentiles, d: &Percentiles) -> Percentiles {
     Percentiles {
         p50: g.p50 - d.p50,
         p90: g.p90 - d.p90,
@@ -132,6 +133,16 @@ fn added(g: &Percentiles, d: &Percentiles) -> Percentiles {
         p999: g.p999 - d.p999,
         max: g.max - d.max,
     }
+}
+
+/// The `sustained` cell of a table: `yes`, or a bold `no` that stands out.
+pub(crate) fn sustained_cell(r: &RunResult) -> &'static str {
+    if r.sustained() { "yes" } else { "**no**" }
+}
+
+/// The `mode` cell of a table.
+pub(crate) fn mode_name(stream: bool) -> &'static str {
+    if stream { "stream" } else { "json" }
 }
 
 /// Opens `n` slow streams through the gateway at once and samples its memory while they are
@@ -215,7 +226,12 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
         },
     )
     .await?;
-    let gw = start_gateway(&cfg.llmops, fast, slow, cfg.extra_config.as_ref())?;
+    let gw = start_gateway(
+        &cfg.llmops,
+        &format!("http://{fast}/v1"),
+        &format!("http://{slow}/v1"),
+        cfg.extra_config.as_ref(),
+    )?;
     let http = client::http_client()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, _) = procstat::memory_mib(gw.pid()).context("cannot read the gateway's /proc entry")?;
@@ -289,7 +305,7 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
         writeln!(
             md,
             "| {} | {} | {:.0} / {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} | {:.0}% | {:.1} MiB |",
-            if r.stream { "stream" } else { "json" },
+            mode_name(r.stream),
             r.rate,
             r.direct.achieved_rps,
             r.gateway.achieved_rps,
@@ -299,7 +315,7 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
             r.added_ms.p999,
             r.gateway.latency_ms.p99,
             r.gateway.errors + r.gateway.skipped,
-            if r.gateway.sustained() { "yes" } else { "no" },
+            sustained_cell(&r.gateway),
             r.gateway_cpu_pct,
             r.gateway_rss_mib,
         )?;
