@@ -82,9 +82,7 @@ pub use service::{
 pub use traits::audit::{
     Attempt, AuditEvent, AuditReceipt, AuditSink, GuardrailDecision, RequestAudit, SystemEvent,
 };
-pub use traits::budget::{
-    Amount, Budget, BudgetScope, CostReport, Reservation, ResponseCost, Usd,
-};
+pub use traits::budget::{Amount, Budget, BudgetScope, CostReport, Reservation, ResponseCost, Usd};
 pub use traits::cache::{Cache, CacheControl, CacheKey, CachedResponse};
 pub use traits::embedder::{Embedder, ProviderEmbedder};
 pub use traits::evaluator::{EvalInput, Evaluator, Score};
