@@ -169,7 +169,11 @@ async fn hold_streams(
         }
         let opened = opened.clone();
         tasks.push(tokio::spawn(async move {
+            // A refusal (503 when the gateway sheds load) is not an open stream.
             let Ok(resp) = req.send().await else { return };
+            if !resp.status().is_success() {
+                return;
+            }
             let mut s = resp.bytes_stream();
             if let Some(Ok(_)) = s.next().await {
                 opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
