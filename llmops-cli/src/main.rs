@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod config;
+mod pipeline;
 
 /// llmops: serve, evaluate, audit and control the cost of LLM calls.
 #[derive(Debug, Parser)]

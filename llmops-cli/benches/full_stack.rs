@@ -1,15 +1,15 @@
 //! In-process cost of the gateway's whole pipeline per request, against calling a zero-latency
 //! provider directly.
 //!
-//! Run: `cargo bench -p llmops-examples --bench full_stack`
+//! Run: `cargo bench -p llmops-cli --bench full_stack`
 //!
-//! The pipelines are composed as `llmops serve` composes them (`llmops-cli/src/cmd/serve.rs`,
-//! `OuterLayers::build` and `OuterLayers::wrap`): observe → residency context → audit →
+//! The pipelines are composed by the gateway's own code — `src/pipeline.rs` (`OuterLayers`) and
+//! `src/config.rs` (`GatewayFile`) are compiled into this benchmark —: observe → residency context → audit →
 //! injection → PII → cost ceiling → budget (or pricing alone, without budgets) → response
 //! cache → the routed per-model pipeline of
 //! `llmops_serve::gateway::build_model` (retry, fallback, timeouts, circuit breaker around the
-//! provider). The governance and cost sections are read from `tools/loadgen/full-pipeline.toml`
-//! into the library crates' own configuration types, exactly as the gateway file embeds them.
+//! provider). The governance and cost sections are `tools/loadgen/full-pipeline.toml`, parsed as
+//! the gateway parses its file.
 //! The virtual-key authentication of that file happens at the HTTP edge, outside the pipeline:
 //! here every request carries the context the edge would build for that key.
 //!
@@ -36,34 +36,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use divan::Bencher;
-use llmops_core::service::ContextLayer;
 use llmops_core::{
-    AllowedRegions, AuditEvent, AuditSink, BoxLlmService, ChatRequest, ChatResponse, ChatStream,
-    LlmRequest, Message, Provider, ProviderService, RequestContext, SystemEvent, Usage,
+    AuditEvent, AuditSink, BoxLlmService, ChatRequest, ChatResponse, ChatStream, LlmRequest,
+    Message, Provider, ProviderService, RequestContext, SystemEvent, Usage,
 };
-use llmops_cost::accounting::CostLayer;
-use llmops_cost::budget::BudgetLayer;
-use llmops_cost::cache::CacheLayer;
-use llmops_cost::ceiling::CostCeilingLayer;
-use llmops_cost::config::{BudgetsConfig, CacheConfig, CostConfig};
+use llmops_govern::audit::CommitmentKey;
 use llmops_govern::audit::file::Durability;
-use llmops_govern::audit::{AuditLayer, CommitmentKey};
-use llmops_govern::config::{AuditConfig, GuardrailsConfig};
-use llmops_govern::injection::HeuristicDetector;
-use llmops_govern::layer::{GuardAction, InjectionLayer, PiiLayer};
-use llmops_govern::pii::PiiAction;
-use llmops_observe::ObserveLayer;
 use llmops_observe::config::{AlertsConfig, ObserveFileConfig};
 use llmops_observe::layer::ObserveConfig;
-use llmops_serve::config::{ModelConfig, ServerConfig};
 use llmops_serve::gateway::{BuildOptions, BuiltProvider, build_model};
-use serde::Deserialize;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 fn main() {
     divan::main();
@@ -111,117 +98,36 @@ impl Provider for Canned {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Configuration: the sections of `tools/loadgen/full-pipeline.toml`, in the library crates'
-// types (mirrors `GatewayFile` in `llmops-cli/src/config.rs`, which embeds the same types).
+// The gateway's own configuration types and pipeline composition, compiled from its sources.
+
+#[allow(dead_code)]
+#[path = "../src/config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../src/pipeline.rs"]
+mod pipeline;
+
+use config::GatewayFile;
+use pipeline::OuterLayers;
 
 const FULL_PIPELINE_TOML: &str = include_str!("../../tools/loadgen/full-pipeline.toml");
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sections {
-    #[serde(default)]
-    server: ServerConfig,
-    #[serde(default)]
-    cost: CostConfig,
-    #[serde(default)]
-    budgets: BudgetsConfig,
-    #[serde(default)]
-    cache: Option<CacheConfig>,
-    #[serde(default)]
-    audit: Option<AuditConfig>,
-    #[serde(default)]
-    guardrails: GuardrailsConfig,
-}
+/// The routing part of the gateway config `llmops-loadgen matrix` generates (the provider's
+/// address is never dialled: the benchmark builds the model's pipeline around its in-process
+/// provider).
+const ROUTING_TOML: &str = r#"
+[providers.upstream]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
 
-// ---------------------------------------------------------------------------------------------
-// The outer layers: mirrors `OuterLayers` in `llmops-cli/src/cmd/serve.rs` (same constructors,
-// same order).
+[models.bench]
+targets = ["upstream/bench"]
+"#;
 
-#[derive(Clone)]
-struct OuterLayers {
-    observe: ObserveLayer,
-    residency: Arc<HashMap<String, AllowedRegions>>,
-    audit: Option<AuditLayer>,
-    injection: Option<InjectionLayer>,
-    pii: Option<PiiLayer>,
-    ceiling: Option<CostCeilingLayer>,
-    budget: Option<BudgetLayer>,
-    /// Prices answers for telemetry and audit when no budget layer does.
-    pricing: Option<CostLayer>,
-    cache: Option<CacheLayer>,
-}
-
-impl OuterLayers {
-    /// Mirrors `OuterLayers::build` (no `[[tenants]]` in the file: an empty residency map).
-    async fn build(
-        file: &Sections,
-        observe: ObserveLayer,
-        audit: Option<Arc<dyn AuditSink>>,
-    ) -> OuterLayers {
-        let g = &file.guardrails;
-        let injection = (g.injection.action != GuardAction::Off).then(|| {
-            InjectionLayer::new(Arc::new(HeuristicDetector::new()), g.injection.action)
-                .with_threshold(g.injection.threshold)
-                .with_roles(g.injection.roles.clone())
-        });
-        let pii = if g.pii.upstream != PiiAction::Off || g.pii.output != PiiAction::Off {
-            let mut layer = PiiLayer::new(Arc::new(g.pii.upstream_guard().unwrap()));
-            if g.pii.output != PiiAction::Off {
-                layer = layer.with_output(Arc::new(g.pii.output_guard().unwrap()));
-            }
-            Some(layer)
-        } else {
-            None
-        };
-        let catalog = Arc::new(file.cost.catalog().unwrap());
-        let ceiling = file.cost.ceiling_layer(catalog.clone()).unwrap();
-        let (budget, pricing) = if file.budgets.limits.is_empty() {
-            (None, Some(CostLayer::new(catalog)))
-        } else {
-            let handle = file.budgets.build().await.unwrap();
-            let layer = BudgetLayer::new(handle, catalog)
-                .default_max_output_tokens(file.cost.max_output_tokens());
-            (Some(layer), None)
-        };
-        let cache = match &file.cache {
-            Some(c) => c.layer().await.unwrap(),
-            None => None,
-        };
-        OuterLayers {
-            observe,
-            residency: Arc::new(HashMap::new()),
-            audit: audit.map(AuditLayer::new),
-            injection,
-            pii,
-            ceiling,
-            budget,
-            pricing,
-            cache,
-        }
-    }
-
-    /// Mirrors `OuterLayers::wrap`.
-    fn wrap(&self, pipeline: BoxLlmService) -> BoxLlmService {
-        let residency = self.residency.clone();
-        let regions = ContextLayer::new(move |ctx| {
-            if let Some(allowed) = residency.get(&*ctx.tenant) {
-                ctx.extensions.insert(allowed.clone());
-            }
-        });
-        BoxLlmService::new(
-            ServiceBuilder::new()
-                .layer(self.observe.clone())
-                .layer(regions)
-                .option_layer(self.audit.clone())
-                .option_layer(self.injection.clone())
-                .option_layer(self.pii.clone())
-                .option_layer(self.ceiling.clone())
-                .option_layer(self.budget.clone())
-                .option_layer(self.pricing.clone())
-                .option_layer(self.cache.clone())
-                .service(pipeline),
-        )
-    }
+fn gateway_file(sections: &str) -> GatewayFile {
+    let text = format!("{ROUTING_TOML}\n{sections}");
+    let path = std::path::Path::new("tools/loadgen/full-pipeline.toml");
+    GatewayFile::parse(&text, path).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,10 +161,15 @@ struct Stacks {
 fn routed_pipeline() -> BoxLlmService {
     let mut providers = BTreeMap::new();
     providers.insert("upstream".to_owned(), BuiltProvider::new(Arc::new(Canned)));
-    let model = ModelConfig::new(vec!["upstream/bench".to_owned()]);
-    build_model(MODEL, &model, &providers, &BuildOptions::default())
-        .unwrap()
-        .service
+    let file = gateway_file("");
+    build_model(
+        MODEL,
+        &file.models[MODEL],
+        &providers,
+        &BuildOptions::default(),
+    )
+    .unwrap()
+    .service
 }
 
 fn env() -> &'static Env {
@@ -269,7 +180,8 @@ fn env() -> &'static Env {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let sections: Sections = toml::from_str(FULL_PIPELINE_TOML).unwrap();
+        let sections = gateway_file(FULL_PIPELINE_TOML);
+        let async_sections = gateway_file(&FULL_PIPELINE_TOML.replace("\"batched\"", "\"async\""));
         let stacks = rt.block_on(async {
             // `serve::init_tracing` with `LLMOPS_LOG` unset.
             let _ = tracing_subscriber::fmt()
@@ -299,8 +211,8 @@ fn env() -> &'static Env {
             )))
             .await
             .unwrap();
-            let mut async_cfg = audit_cfg.clone();
-            async_cfg.durability = Durability::Async;
+            let async_cfg = async_sections.audit.as_ref().unwrap();
+            assert_eq!(async_cfg.durability, Durability::Async);
             let async_dir = dir.path().join("async");
             std::fs::create_dir_all(&async_dir).unwrap();
             let async_sink: Arc<dyn AuditSink> = Arc::new(
@@ -309,10 +221,16 @@ fn env() -> &'static Env {
                     .unwrap(),
             );
             let observe = observability.layer(ObserveConfig::builder());
-            let outer = OuterLayers::build(&sections, observe.clone(), Some(sink)).await;
+            let outer = OuterLayers::build(&sections, observe.clone(), Some(sink))
+                .await
+                .unwrap();
             let outer_async =
-                OuterLayers::build(&sections, observe.clone(), Some(async_sink)).await;
-            let default_outer = OuterLayers::build(&Sections::default(), observe, None).await;
+                OuterLayers::build(&async_sections, observe.clone(), Some(async_sink))
+                    .await
+                    .unwrap();
+            let default_outer = OuterLayers::build(&gateway_file(""), observe, None)
+                .await
+                .unwrap();
             let key = &sections.server.keys[0];
             // Keep the engines running for the whole process.
             std::mem::forget(observability);
