@@ -1,6 +1,7 @@
 //! `strategy = "prefix-aware"` against two fake vLLM replicas with `/metrics`: requests sharing
 //! a long prefix stay on one replica until its reported queue passes the imbalance guard, then
-//! spill to the other.
+//! spill to the other; and a replica that restarts (its prefix-cache counter goes down) loses
+//! its prefixes in the index.
 
 #![allow(clippy::unwrap_used)] // test fixtures
 
@@ -89,4 +90,66 @@ async fn shared_prefix_sticks_then_spills_past_the_guard() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     svc.clone().oneshot(request("question 10")).await.unwrap();
     assert_eq!(first.calls() + other.calls(), 11);
+}
+
+/// The index learns from the replicas' own counters: when a replica's
+/// `vllm:prefix_cache_queries_total` goes down, it restarted with an empty cache, and the
+/// gateway stops routing to it for prefixes it no longer holds.
+#[tokio::test]
+async fn a_replica_that_restarts_loses_its_prefixes_in_the_index() {
+    let a = FakeUpstream::start().await;
+    let b = FakeUpstream::start().await;
+    let counters = |waiting: f64, queries: f64| VllmLoad {
+        waiting,
+        prefix_cache_queries: queries,
+        ..VllmLoad::default()
+    };
+    a.set_load(counters(0.0, 5_000.0));
+    b.set_load(counters(0.0, 5_000.0));
+    let providers: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+        "a": {"kind": "vllm", "base_url": a.openai_base(), "metrics_interval_ms": 20},
+        "b": {"kind": "vllm", "base_url": b.openai_base(), "metrics_interval_ms": 20},
+    }))
+    .unwrap();
+    let models: BTreeMap<String, ModelConfig> = serde_json::from_value(json!({
+        "chat": {"targets": ["a/m", "b/m"], "strategy": "prefix-aware"}
+    }))
+    .unwrap();
+    let gw = Gateway::from_config(&ServeConfig::new(
+        ServerConfig::default(),
+        providers,
+        models,
+    ))
+    .unwrap();
+    let svc = gw.service("chat").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the first scrapes
+    for i in 0..3 {
+        svc.clone()
+            .oneshot(request(&format!("question {i}")))
+            .await
+            .unwrap();
+    }
+    let (first, other) = if a.calls() > b.calls() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!((first.calls(), other.calls()), (3, 0));
+
+    // A short queue on the replica holding the prefix: the prefix still wins.
+    first.set_load(counters(1.0, 6_000.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc.clone().oneshot(request("question 3")).await.unwrap();
+    assert_eq!(first.calls(), 4, "a short queue outweighed the prefix");
+
+    // The replica restarts (its counter starts again from zero): with the prefix forgotten,
+    // the same short queue now sends the request to the other replica.
+    first.set_load(counters(1.0, 40.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc.clone().oneshot(request("question 4")).await.unwrap();
+    assert_eq!(
+        (first.calls(), other.calls()),
+        (4, 1),
+        "the index still believed the restarted replica held the prefix"
+    );
 }
