@@ -183,18 +183,25 @@ mod tests {
         u
     }
 
-    #[tokio::test]
-    async fn prices_a_complete_answer_with_its_prompt_cache_savings() {
+    /// Sends `body` through a `CostLayer` over a mock answering `text` with [`usage`], with a
+    /// cost report installed; returns the response and the report.
+    async fn call(text: &str, body: ChatRequest) -> (LlmResponse, CostReport) {
         let provider = Arc::new(
-            MockProvider::new("p").default_reply(MockReply::text("ok").with_usage(usage())),
+            MockProvider::new("p").default_reply(MockReply::text(text).with_usage(usage())),
         );
         let svc = ServiceBuilder::new()
             .layer(CostLayer::new(catalog()))
             .service(ProviderService::new(provider));
         let mut ctx = RequestContext::new();
         let report = CostReport::install(&mut ctx);
-        let req = LlmRequest::chat(ctx, ChatRequest::new("m", vec![Message::user("hi")]));
-        let resp = svc.oneshot(req).await.unwrap();
+        let resp = svc.oneshot(LlmRequest::chat(ctx, body)).await.unwrap();
+        (resp, report)
+    }
+
+    #[tokio::test]
+    async fn prices_a_complete_answer_with_its_prompt_cache_savings() {
+        let body = ChatRequest::new("m", vec![Message::user("hi")]);
+        let (resp, report) = call("ok", body).await;
         let cost = *resp.meta.extensions.get::<ResponseCost>().unwrap();
         // 1,000 uncached × $3 + 8,000 read × $0.30 + 1,000 written × $3.75 + 100 out × $15,
         // per million.
@@ -208,17 +215,9 @@ mod tests {
 
     #[tokio::test]
     async fn prices_a_stream_at_its_end_through_the_report() {
-        let provider = Arc::new(
-            MockProvider::new("p").default_reply(MockReply::text("a b c").with_usage(usage())),
-        );
-        let svc = ServiceBuilder::new()
-            .layer(CostLayer::new(catalog()))
-            .service(ProviderService::new(provider));
-        let mut ctx = RequestContext::new();
-        let report = CostReport::install(&mut ctx);
         let mut body = ChatRequest::new("m", vec![Message::user("hi")]).with_stream(true);
         body.stream_options = Some(llmops_core::types::StreamOptions::include_usage(true));
-        let resp = svc.oneshot(LlmRequest::chat(ctx, body)).await.unwrap();
+        let (resp, report) = call("a b c", body).await;
         let ResponseBody::ChatStream(mut s) = resp.body else {
             panic!("not a stream");
         };
@@ -230,16 +229,8 @@ mod tests {
 
     #[tokio::test]
     async fn unpriced_models_pass_through_unpriced() {
-        let provider = Arc::new(
-            MockProvider::new("p").default_reply(MockReply::text("ok").with_usage(usage())),
-        );
-        let svc = ServiceBuilder::new()
-            .layer(CostLayer::new(catalog()))
-            .service(ProviderService::new(provider));
-        let mut ctx = RequestContext::new();
-        let report = CostReport::install(&mut ctx);
-        let req = LlmRequest::chat(ctx, ChatRequest::new("unknown", vec![Message::user("x")]));
-        let resp = svc.oneshot(req).await.unwrap();
+        let body = ChatRequest::new("unknown", vec![Message::user("x")]);
+        let (resp, report) = call("ok", body).await;
         assert!(resp.meta.extensions.get::<ResponseCost>().is_none());
         assert_eq!(report.get(), None);
     }
