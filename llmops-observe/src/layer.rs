@@ -31,8 +31,8 @@ use std::time::Duration;
 use llmops_core::service::BoxFuture;
 use llmops_core::stream::{ObservedStream, StreamOutcome, StreamSummary};
 use llmops_core::{
-    ChatRequest, ChatResponse, CostReport, Error, ErrorKind, FinishReason, LlmRequest, LlmResponse,
-    PromptRef, RequestBody, ResponseBody, ResponseCost, Role, Usage, Usd,
+    ChatRequest, ChatResponse, Error, ErrorKind, FinishReason, LlmRequest, LlmResponse, PromptRef,
+    RequestBody, ResponseBody, ResponseCost, Role, Usage, Usd,
 };
 use metrics::{Counter, Histogram, Label};
 use tokio::time::Instant;
@@ -357,7 +357,6 @@ struct Start {
     stream: bool,
     labels: StartLabels,
     telemetry: RequestTelemetry,
-    cost_report: CostReport,
     span: Span,
     sample: Option<ChatRequest>,
 }
@@ -476,7 +475,6 @@ impl Shared {
     fn start(&self, req: &mut LlmRequest) -> Start {
         let at = Instant::now();
         let telemetry = RequestTelemetry::install(&mut req.ctx);
-        let cost_report = CostReport::install(&mut req.ctx);
         let operation = req.operation();
         let model: Arc<str> = Arc::from(req.model());
         let stream = req.is_stream();
@@ -548,7 +546,6 @@ impl Shared {
             stream,
             labels,
             telemetry,
-            cost_report,
             span,
             sample,
         }
@@ -651,12 +648,11 @@ impl Shared {
         let duration = now.saturating_duration_since(start.at);
         // What a cost layer reported: in the response metadata, or (streams) through the
         // request's cost report.
-        let reported = start.cost_report.get();
+        let reported = start.telemetry.cost_report().get();
         let usd = |c: ResponseCost| c.usd.as_f64();
         let cost = end
             .cost
             .or_else(|| end.response_cost.map(usd))
-            .or_else(|| start.telemetry.cost())
             .or_else(|| reported.map(usd));
         let response_cost = end.response_cost.or(reported);
         let fallbacks = start.telemetry.fallbacks();

@@ -5,9 +5,10 @@
 //! usage. Three facts need a channel of their own:
 //!
 //! - **Cost.** The cost layer computes it after the answer — for a stream, only at its end,
-//!   after the response metadata has left. It reports it either as a [`CostUsd`] in
-//!   `ResponseMeta::extensions` (complete answers) or through the request's
-//!   [`RequestTelemetry`] handle (works for both; use it for streams).
+//!   after the response metadata has left. It reports it either as a [`CostUsd`] or a
+//!   [`ResponseCost`](llmops_core::ResponseCost) in `ResponseMeta::extensions` (complete
+//!   answers) or through the request's cost slot — [`llmops_core::CostReport`], which the
+//!   [`RequestTelemetry`] handle shares (works for both; use it for streams).
 //! - **Upstream time.** Gateway overhead is request time minus time spent waiting on
 //!   upstreams. Whatever calls an upstream wraps each call in
 //!   [`RequestTelemetry::upstream_call`] (or sits under an [`UpstreamTimingLayer`], which does
@@ -29,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use llmops_core::service::BoxFuture;
-use llmops_core::{Error, LlmRequest, LlmResponse, RequestContext};
+use llmops_core::{CostReport, Error, LlmRequest, LlmResponse, RequestContext, ResponseCost, Usd};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -60,7 +61,6 @@ struct State {
     in_flight: u32,
     busy_since: Option<Instant>,
     upstream: Duration,
-    cost_usd: Option<f64>,
     fallbacks: u32,
     guardrails: Vec<GuardrailDecision>,
 }
@@ -70,6 +70,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct RequestTelemetry {
     state: Arc<Mutex<State>>,
+    /// The request's cost slot, shared with the cost layers ([`CostReport`]).
+    cost: CostReport,
 }
 
 impl fmt::Debug for RequestTelemetry {
@@ -96,7 +98,10 @@ impl RequestTelemetry {
         if let Some(t) = ctx.extensions.get::<RequestTelemetry>() {
             return t.clone();
         }
-        let t = RequestTelemetry::new();
+        let t = RequestTelemetry {
+            state: Arc::default(),
+            cost: CostReport::install(ctx),
+        };
         ctx.extensions.insert(t.clone());
         t
     }
@@ -140,16 +145,22 @@ impl RequestTelemetry {
         st.upstream + st.busy_since.map_or(Duration::ZERO, |s| s.elapsed())
     }
 
-    /// Reports the request's cost (the last report wins).
+    /// Reports the request's cost (the last report wins). The same slot as the request's
+    /// [`CostReport`], which the cost layers of `llmops-cost` write.
     pub fn record_cost(&self, usd: f64) {
         if usd.is_finite() && usd >= 0.0 {
-            self.lock().cost_usd = Some(usd);
+            self.cost.set(ResponseCost::new(Usd::from_f64(usd), 0));
         }
     }
 
     /// The reported cost.
     pub fn cost(&self) -> Option<f64> {
-        self.lock().cost_usd
+        self.cost.get().map(|c| c.usd.as_f64())
+    }
+
+    /// The request's cost slot: what a cost layer reported, with the prompt-cache savings.
+    pub fn cost_report(&self) -> &CostReport {
+        &self.cost
     }
 
     /// Reports that a fallback target answered (or was tried) after the primary failed.
