@@ -6,8 +6,8 @@
 //!
 //! - **Cost.** The cost layer computes it after the answer — for a stream, only at its end,
 //!   after the response metadata has left. It reports it either as a [`CostUsd`] or a
-//!   [`ResponseCost`](llmops_core::ResponseCost) in `ResponseMeta::extensions` (complete
-//!   answers) or through the request's cost slot — [`llmops_core::CostReport`], which the
+//!   [`ResponseCost`] in `ResponseMeta::extensions` (complete
+//!   answers) or through the request's cost slot — [`CostReport`], which the
 //!   [`RequestTelemetry`] handle shares (works for both; use it for streams).
 //! - **Upstream time.** Gateway overhead is request time minus time spent waiting on
 //!   upstreams. Whatever calls an upstream wraps each call in
