@@ -189,8 +189,82 @@ pub struct ResponseMeta {
     pub extensions: http::Extensions,
 }
 
-/// A boxed pipeline: `Clone + Send + Sync`, usable as an axum handler state.
-pub type BoxLlmService = tower::util::BoxCloneSyncService<LlmRequest, LlmResponse, Error>;
+/// A type-erased pipeline: `Clone + Send + Sync`, usable as an axum handler state.
+///
+/// Cloning one is a reference-count increment, not an allocation. That matters because every
+/// layer clones its inner service on every call (the `std::mem::replace` idiom above), and a
+/// pipeline has a boxed boundary per routing target and per optional layer: with tower's
+/// `BoxCloneSyncService`, each of those clones allocated.
+///
+/// Readiness: [`Service::poll_ready`] is always ready. Each call clones the wrapped service and
+/// drives *that clone's* `poll_ready` before calling it, inside the returned future (as
+/// [`tower::ServiceExt::oneshot`] does), so a wrapped service that applies backpressure
+/// through readiness delays the call instead of the caller's `poll_ready`. Every layer of this
+/// workspace is ready whenever its inner service is.
+#[derive(Clone)]
+pub struct BoxLlmService {
+    inner: Arc<dyn ErasedService>,
+}
+
+/// The object-safe face of a cloneable pipeline service.
+trait ErasedService: Send + Sync {
+    fn call(&self, req: LlmRequest) -> BoxFuture<Result<LlmResponse>>;
+}
+
+impl<S> ErasedService for S
+where
+    S: Service<LlmRequest, Response = LlmResponse, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, req: LlmRequest) -> BoxFuture<Result<LlmResponse>> {
+        let mut svc = self.clone();
+        // Fast path: a ready service is called at once, without the `Oneshot` state machine.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // (Fully qualified: `S` is an `ErasedService` too, whose `call` takes `&self`.)
+        match Service::poll_ready(&mut svc, &mut cx) {
+            Poll::Ready(Ok(())) => Box::pin(Service::call(&mut svc, req)),
+            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
+            Poll::Pending => Box::pin(tower::ServiceExt::oneshot(svc, req)),
+        }
+    }
+}
+
+impl BoxLlmService {
+    /// Erases the type of `service`.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<LlmRequest, Response = LlmResponse, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            inner: Arc::new(service),
+        }
+    }
+}
+
+impl fmt::Debug for BoxLlmService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxLlmService")
+    }
+}
+
+impl Service<LlmRequest> for BoxLlmService {
+    type Response = LlmResponse;
+    type Error = Error;
+    type Future = BoxFuture<Result<LlmResponse>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LlmRequest) -> Self::Future {
+        ErasedService::call(&*self.inner, req)
+    }
+}
 
 /// The future type of pipeline services in this workspace.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
