@@ -29,6 +29,9 @@
 //! - `layer`: each layer alone over the direct call (serially, cache-miss bodies), to attribute
 //!   the cost.
 //!
+//! The allocator is the gateway's: mimalloc by default, the system allocator with
+//! `--no-default-features`.
+//!
 //! The runtime is current-thread: all the request path runs on the benchmark's thread, so the
 //! numbers are the path's CPU cost plus, where a layer waits for another thread (the audit
 //! writer), that wait — no work stealing or cross-worker wake-ups on this 2-core machine, and
@@ -51,6 +54,12 @@ use llmops_observe::config::{AlertsConfig, ObserveFileConfig};
 use llmops_observe::layer::ObserveConfig;
 use llmops_serve::gateway::{BuildOptions, BuiltProvider, build_model};
 use tower::{Layer, ServiceExt};
+
+/// The gateway's allocator, as in `src/main.rs` (feature `mimalloc`, on by default; run with
+/// `--no-default-features` to measure with the system allocator).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     divan::main();

@@ -42,6 +42,13 @@ enum Command {
     Rollback(cmd::promote::RollbackArgs),
 }
 
+/// The allocator (feature `mimalloc`, on by default): a request through the full pipeline
+/// allocates a few hundred times, and with the system allocator those calls were half of the
+/// pipeline's instructions (`BENCHMARKS.md`, *In process*).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The default multi-thread runtime (one worker per core). Measured against
