@@ -86,7 +86,11 @@ async fn readiness_is_awaited_inside_the_call() {
     // The boxed service is ready at once; the wrapped one is polled until ready in the future.
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     let fut = svc.call(request());
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "not called before it is ready");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "not called before it is ready"
+    );
     let resp = fut.await.unwrap();
     assert_eq!(resp.into_chat().unwrap().first_text(), "ok");
     assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -403,11 +403,11 @@ impl AuditSink for FileAuditSink {
         // callers; the writer thread only sequences, hashes and writes.
         let record = if self.offload {
             let encoder = self.encoder.clone();
-            tokio::task::spawn_blocking(move || encoder.encode(&event).map(PreparedRecord::new))
+            tokio::task::spawn_blocking(move || encoder.prepare(&event))
                 .await
                 .map_err(|e| CoreError::internal(format!("audit encoding task failed: {e}")))?
         } else {
-            self.encoder.encode(&event).map(PreparedRecord::new)
+            self.encoder.prepare(&event)
         }
         .map_err(CoreError::from)?;
         let permit = self

@@ -255,102 +255,136 @@ impl RecordEncoder {
     }
 
     /// The record object for `event`, without `v`, `seq` and `prev` (the writer adds them).
+    ///
+    /// The object [`RecordEncoder::prepare`] serializes: sinks use that, which writes request
+    /// records straight to canonical bytes.
     pub fn encode(&self, event: &AuditEvent) -> Result<Map<String, Value>> {
         match event {
-            AuditEvent::Request(r) => self.encode_request(r),
+            AuditEvent::Request(_) => Ok(self.prepare(event)?.to_map()),
             AuditEvent::System(s) => Ok(encode_system(s)),
-            _ => Ok(Map::from_iter([
-                ("type".to_owned(), json!("unknown")),
-                ("ts".to_owned(), json!(format_time(SystemTime::now()))),
-            ])),
+            _ => Ok(unknown_event()),
         }
     }
 
-    fn encode_request(&self, r: &RequestAudit) -> Result<Map<String, Value>> {
-        let mut m = Map::new();
-        m.insert("type".into(), json!("request"));
-        m.insert("ts".into(), json!(format_time(r.time)));
-        m.insert("request_id".into(), json!(&*r.request_id));
-        m.insert("tenant".into(), json!(&*r.tenant));
-        if let Some(k) = &r.api_key_id {
-            m.insert("api_key_id".into(), json!(&**k));
+    /// The record for `event`, serialized ahead of sequencing (see [`PreparedRecord`]).
+    ///
+    /// Request records — one per request the gateway serves — are written member by member
+    /// in canonical order, without building a JSON object first.
+    pub fn prepare(&self, event: &AuditEvent) -> Result<PreparedRecord> {
+        match event {
+            AuditEvent::Request(r) => self.prepare_request(r),
+            AuditEvent::System(s) => Ok(PreparedRecord::new(encode_system(s))),
+            _ => Ok(PreparedRecord::new(unknown_event())),
         }
-        if let Some(u) = &r.user {
-            m.insert("user".into(), json!(&**u));
-        }
-        m.insert("model".into(), json!(r.requested_model));
-        let attempts: Vec<Value> = r
-            .attempts
-            .iter()
-            .map(|a| {
-                let mut o = json!({"provider": a.provider, "model": a.model});
-                if let (Some(e), Some(obj)) = (a.error, o.as_object_mut()) {
-                    obj.insert("error".into(), json!(e.as_str()));
-                }
-                o
-            })
-            .collect();
-        m.insert("attempts".into(), Value::Array(attempts));
-        if let Some(p) = &r.prompt {
-            m.insert(
-                "prompt".into(),
-                json!({"id": &*p.id, "version": &*p.version}),
-            );
-        }
+    }
+
+    fn prepare_request(&self, r: &RequestAudit) -> Result<PreparedRecord> {
+        use canonical::write_string as string;
         // `CommitmentKey::commit`, with the tenant's subkey derived once for both commitments.
         let tenant_key = std::cell::OnceCell::new();
-        let commit = |bytes: &[u8]| -> Value {
+        let commit = |bytes: &[u8], out: &mut Vec<u8>| {
             let key = tenant_key.get_or_init(|| self.commitment_key.tenant_key(&r.tenant));
-            Value::String(blake3::keyed_hash(key, bytes).to_hex().to_string())
+            out.push(b'"');
+            out.extend_from_slice(blake3::keyed_hash(key, bytes).to_hex().as_bytes());
+            out.push(b'"');
         };
-        if let Some(req) = &r.request {
-            m.insert("params".into(), params(req));
-            let messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
-            let bytes = canonical::to_canonical_vec(&messages);
-            m.insert("input_commitment".into(), commit(&bytes));
+        let content = self.content_value(r)?;
+        // Members in canonical order (UTF-16 order of their names, here plain ASCII order).
+        let mut w = ObjectWriter::with_capacity(768);
+        if let Some(k) = &r.api_key_id {
+            string(k, w.member("api_key_id"));
         }
-        if let Some(out) = &r.output {
-            m.insert("output_commitment".into(), commit(out.as_bytes()));
+        let out = w.member("attempts");
+        out.push(b'[');
+        for (i, a) in r.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            if let Some(e) = a.error {
+                out.extend_from_slice(b"\"error\":");
+                string(e.as_str(), out);
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"model\":");
+            string(&a.model, out);
+            out.extend_from_slice(b",\"provider\":");
+            string(&a.provider, out);
+            out.push(b'}');
         }
-        if let Some(content) = self.content_value(r)? {
-            m.insert("content".into(), content);
-        }
-        if let Some(u) = &r.usage {
-            m.insert(
-                "usage".into(),
-                json!({
-                    "input": u.input_tokens,
-                    "cache_read": u.cache_read_tokens,
-                    "cache_write": u.cache_write_tokens,
-                    "output": u.output_tokens,
-                    "reasoning": u.reasoning_tokens,
-                }),
-            );
+        out.push(b']');
+        w.member("cache_hit")
+            .extend_from_slice(if r.cache_hit { b"true" } else { b"false" });
+        if let Some(content) = &content {
+            canonical::write_canonical(content, w.member("content"));
         }
         if let Some(c) = r.cost_usd.filter(|c| c.is_finite()) {
-            m.insert("cost_usd".into(), json!(c));
+            canonical::write_canonical(&Value::from(c), w.member("cost_usd"));
         }
-        m.insert("cache_hit".into(), json!(r.cache_hit));
+        if let Some(e) = r.error {
+            string(e.as_str(), w.member("error"));
+        }
         if !r.guardrails.is_empty() {
             let g: Vec<Value> = r
                 .guardrails
                 .iter()
                 .map(|d| json!({"guardrail": d.guardrail, "action": d.action, "detail": d.detail}))
                 .collect();
-            m.insert("guardrails".into(), Value::Array(g));
+            canonical::write_canonical(&Value::Array(g), w.member("guardrails"));
         }
-        m.insert(
-            "latency_us".into(),
-            json!(u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX)),
-        );
-        m.insert(
-            "outcome".into(),
-            json!(if r.error.is_some() { "error" } else { "ok" }),
-        );
-        if let Some(e) = r.error {
-            m.insert("error".into(), json!(e.as_str()));
+        if let Some(req) = &r.request {
+            let messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
+            let bytes = canonical::to_canonical_vec(&messages);
+            commit(&bytes, w.member("input_commitment"));
         }
-        Ok(m)
+        let latency = u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX);
+        write_u64(latency, w.member("latency_us"));
+        string(&r.requested_model, w.member("model"));
+        string(
+            if r.error.is_some() { "error" } else { "ok" },
+            w.member("outcome"),
+        );
+        if let Some(out) = &r.output {
+            commit(out.as_bytes(), w.member("output_commitment"));
+        }
+        if let Some(req) = &r.request {
+            canonical::write_canonical(&params(req), w.member("params"));
+        }
+        if let Some(p) = &r.prompt {
+            let out = w.member("prompt");
+            out.extend_from_slice(b"{\"id\":");
+            string(&p.id, out);
+            out.extend_from_slice(b",\"version\":");
+            string(&p.version, out);
+            out.push(b'}');
+        }
+        string(&r.request_id, w.member("request_id"));
+        string(&r.tenant, w.member("tenant"));
+        write_time(r.time, w.member("ts"));
+        string("request", w.member("type"));
+        if let Some(u) = &r.usage {
+            let out = w.member("usage");
+            for (i, (name, n)) in [
+                ("cache_read", u.cache_read_tokens),
+                ("cache_write", u.cache_write_tokens),
+                ("input", u.input_tokens),
+                ("output", u.output_tokens),
+                ("reasoning", u.reasoning_tokens),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                out.push(if i == 0 { b'{' } else { b',' });
+                string(name, out);
+                out.push(b':');
+                write_u64(n, out);
+            }
+            out.push(b'}');
+        }
+        if let Some(u) = &r.user {
+            string(u, w.member("user"));
+        }
+        Ok(w.finish())
     }
 
     fn content_value(&self, r: &RequestAudit) -> Result<Option<Value>> {
@@ -390,6 +424,39 @@ impl RecordEncoder {
             }
         }
     }
+}
+
+fn unknown_event() -> Map<String, Value> {
+    Map::from_iter([
+        ("type".to_owned(), json!("unknown")),
+        ("ts".to_owned(), json!(format_time(SystemTime::now()))),
+    ])
+}
+
+/// Writes `n` in decimal.
+fn write_u64(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // `n % 10` is below 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes `t` as the JSON string [`format_time`] returns (no character in it needs escaping).
+fn write_time(t: SystemTime, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.push(b'"');
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "{}", humantime::format_rfc3339_nanos(t));
+    out.push(b'"');
 }
 
 fn encode_system(s: &SystemEvent) -> Map<String, Value> {
@@ -480,14 +547,17 @@ pub fn seal_record(
     PreparedRecord::new(body).seal(seq, prev, out)
 }
 
-/// A record body serialized ahead of sequencing: every member's canonical bytes, in canonical
+/// A record body serialized ahead of sequencing: its members' canonical bytes, in canonical
 /// order. Sealing it only splices in `prev`, `seq` and `v` and hashes, so the part of an append
 /// that must be serialized (one writer, one chain) stays a few hundred nanoseconds of copying
 /// and hashing while the expensive encoding runs on the callers.
 #[derive(Clone, Debug)]
 pub struct PreparedRecord {
-    /// `(key, canonical key string, canonical value)`, sorted by key in UTF-16 order.
-    members: Vec<(String, Vec<u8>)>,
+    /// The members `"name":value` in canonical order, each followed by a comma.
+    body: Vec<u8>,
+    /// Where in `body` each of [`HEADER_KEYS`] goes: the offset of the first member whose name
+    /// sorts after it (or `body.len()`).
+    splits: [usize; 3],
 }
 
 /// The members the writer adds, in canonical order (`prev` < `seq` < `v`).
@@ -497,62 +567,131 @@ fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
+/// Writes the members of a record in canonical order, noting where the header members go.
+struct ObjectWriter {
+    body: Vec<u8>,
+    splits: [usize; 3],
+    /// How many of [`HEADER_KEYS`] sort before the members written so far.
+    placed: usize,
+    #[cfg(debug_assertions)]
+    last: Option<String>,
+}
+
+impl ObjectWriter {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            body: Vec::with_capacity(bytes),
+            splits: [0; 3],
+            placed: 0,
+            #[cfg(debug_assertions)]
+            last: None,
+        }
+    }
+
+    /// Starts the member `name` (which must sort after the previous one and not be a header
+    /// member) and returns the buffer to write its canonical value to.
+    fn member(&mut self, name: &str) -> &mut Vec<u8> {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(
+                self.last
+                    .as_deref()
+                    .is_none_or(|l| utf16_cmp(l, name).is_lt()),
+                "record members out of canonical order: {name} after {:?}",
+                self.last
+            );
+            self.last = Some(name.to_owned());
+        }
+        self.close_member();
+        while self.placed < HEADER_KEYS.len() && utf16_cmp(HEADER_KEYS[self.placed], name).is_lt() {
+            self.splits[self.placed] = self.body.len();
+            self.placed += 1;
+        }
+        canonical::write_string(name, &mut self.body);
+        self.body.push(b':');
+        &mut self.body
+    }
+
+    fn close_member(&mut self) {
+        if !self.body.is_empty() {
+            self.body.push(b',');
+        }
+    }
+
+    fn finish(mut self) -> PreparedRecord {
+        self.close_member();
+        for split in &mut self.splits[self.placed..] {
+            *split = self.body.len();
+        }
+        PreparedRecord {
+            body: self.body,
+            splits: self.splits,
+        }
+    }
+}
+
 impl PreparedRecord {
     /// Serializes `body`'s members (any `prev`, `seq` or `v` in it is dropped).
     pub fn new(body: Map<String, Value>) -> Self {
-        let mut members: Vec<(String, Vec<u8>)> = body
+        let mut members: Vec<(String, Value)> = body
             .into_iter()
             .filter(|(k, _)| !HEADER_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| {
-                let mut bytes = Vec::with_capacity(64);
-                canonical::write_string(&k, &mut bytes);
-                bytes.push(b':');
-                canonical::write_canonical(&v, &mut bytes);
-                (k, bytes)
-            })
             .collect();
         members.sort_by(|a, b| utf16_cmp(&a.0, &b.0));
-        Self { members }
+        let mut w = ObjectWriter::with_capacity(512);
+        for (k, v) in &members {
+            canonical::write_canonical(v, w.member(k));
+        }
+        w.finish()
+    }
+
+    /// The record object (without `v`, `seq` and `prev`).
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut object = Vec::with_capacity(self.body.len() + 2);
+        object.push(b'{');
+        object.extend_from_slice(self.body.strip_suffix(b",").unwrap_or(&self.body));
+        object.push(b'}');
+        // The body is canonical JSON written by this module.
+        serde_json::from_slice(&object).unwrap_or_default()
     }
 
     /// Appends the stored line for this record at `seq` after `prev` to `out`; returns its
     /// hash.
     pub fn seal(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> blake3::Hash {
-        let mut rec =
-            Vec::with_capacity(self.members.iter().map(|m| m.1.len() + 1).sum::<usize>() + 128);
-        rec.push(b'{');
-        let mut header = HEADER_KEYS.iter().peekable();
-        let mut first = true;
-        let mut push = |rec: &mut Vec<u8>, bytes: &[u8]| {
-            if !first {
-                rec.push(b',');
+        // The line is `{"hash":"<hex>","record":<record>}\n`: reserve the prefix, write the
+        // record after it, hash the record in place, then fill the prefix in.
+        let line_start = out.len();
+        out.reserve(LINE_PREFIX_LEN + self.body.len() + prev.len() + 48);
+        out.extend_from_slice(&[0; LINE_PREFIX_LEN]);
+        let record_start = out.len();
+        out.push(b'{');
+        let mut from = 0;
+        for (i, key) in HEADER_KEYS.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            first = false;
-            rec.extend_from_slice(bytes);
-        };
-        let header_member = |key: &str| -> Vec<u8> {
-            let mut b = Vec::with_capacity(80);
-            canonical::write_string(key, &mut b);
-            b.push(b':');
-            match key {
-                "prev" => canonical::write_string(prev, &mut b),
-                "seq" => b.extend_from_slice(seq.to_string().as_bytes()),
-                _ => b.extend_from_slice(FORMAT_VERSION.to_string().as_bytes()),
+            // Members before this header member, each followed by its comma.
+            out.extend_from_slice(&self.body[from..self.splits[i]]);
+            from = self.splits[i];
+            canonical::write_string(key, out);
+            out.push(b':');
+            match i {
+                0 => canonical::write_string(prev, out),
+                1 => write_u64(seq, out),
+                _ => write_u64(FORMAT_VERSION, out),
             }
-            b
-        };
-        for (key, bytes) in &self.members {
-            while let Some(h) = header.next_if(|h| utf16_cmp(h, key).is_lt()) {
-                push(&mut rec, &header_member(h));
-            }
-            push(&mut rec, bytes);
         }
-        for h in header {
-            push(&mut rec, &header_member(h));
+        if let Some(rest) = self.body[from..].strip_suffix(b",") {
+            out.push(b',');
+            out.extend_from_slice(rest);
         }
-        rec.push(b'}');
-        let hash = record_hash(&rec);
-        encode_line(&rec, &hash, out);
+        out.push(b'}');
+        let hash = record_hash(&out[record_start..]);
+        let prefix = &mut out[line_start..record_start];
+        prefix[..9].copy_from_slice(b"{\"hash\":\"");
+        prefix[9..73].copy_from_slice(hash.to_hex().as_bytes());
+        prefix[73..].copy_from_slice(b"\",\"record\":");
+        out.extend_from_slice(b"}\n");
         hash
     }
 }
@@ -648,6 +787,73 @@ mod tests {
         assert_eq!(v["attempts"][0]["error"], "rate_limited");
         assert_eq!(v["params"]["temperature"], 0.5);
         assert_eq!(v["outcome"], "ok");
+    }
+
+    /// A request record with every optional member, written member by member, is the
+    /// canonical form of the object it describes.
+    #[test]
+    fn request_records_are_written_canonically() {
+        let AuditEvent::Request(mut r) = request_event() else {
+            unreachable!()
+        };
+        r.api_key_id = Some("key-1".into());
+        r.user = Some("ann \"the\" user\n".into());
+        r.prompt = Some(llmops_core::PromptRef::new("greet", "v3"));
+        r.cache_hit = true;
+        r.error = Some(ErrorKind::BudgetExceeded);
+        r.latency = std::time::Duration::from_micros(1234);
+        r.time =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123_456_789);
+        r.guardrails.push(llmops_core::GuardrailDecision::new(
+            "pii",
+            "redact",
+            json!({"kinds": ["email"], "count": 1}),
+        ));
+        let event = AuditEvent::Request(r);
+        for enc in [encoder(), encoder().with_content(ContentMode::Plain)] {
+            let prepared = enc.prepare(&event).unwrap();
+            let mut line = Vec::new();
+            let hash = prepared.seal(9, GENESIS_PREV, &mut line);
+            let (_, rec) = split_line(&line[..line.len() - 1]).unwrap();
+            assert_eq!(record_hash(rec), hash);
+            let v: Value = serde_json::from_slice(rec).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&canonical::to_canonical_vec(&v)),
+                String::from_utf8_lossy(rec)
+            );
+            assert_eq!(v["api_key_id"], "key-1");
+            assert_eq!(v["user"], "ann \"the\" user\n");
+            assert_eq!(v["prompt"], json!({"id": "greet", "version": "v3"}));
+            assert_eq!(v["cache_hit"], true);
+            assert_eq!(v["error"], "budget_exceeded");
+            assert_eq!(v["outcome"], "error");
+            assert_eq!(v["latency_us"], 1234);
+            assert_eq!(v["model"], "gpt-x");
+            assert_eq!(v["type"], "request");
+            assert_eq!(v["guardrails"][0]["detail"]["count"], 1);
+            assert_eq!(
+                v["usage"],
+                json!({"input": 10, "cache_read": 0, "cache_write": 0, "output": 2, "reasoning": 0})
+            );
+            assert_eq!(v["cost_usd"], 0.00012);
+            assert_eq!(
+                v["attempts"][1],
+                json!({"provider": "backup", "model": "gpt-x-3"})
+            );
+            assert_eq!((v["v"].as_u64(), v["seq"].as_u64()), (Some(1), Some(9)));
+            assert_eq!(v["ts"], "2023-11-14T22:13:20.123456789Z");
+            assert_eq!(
+                v["input_commitment"].as_str().map(str::len),
+                Some(64),
+                "{v}"
+            );
+            // `encode` describes the same object.
+            let mut map = enc.encode(&event).unwrap();
+            for k in HEADER_KEYS {
+                map.insert(k.to_owned(), v[k].clone());
+            }
+            assert_eq!(Value::Object(map), v);
+        }
     }
 
     #[test]
