@@ -528,7 +528,14 @@ impl Service<LlmRequest> for Balance {
                 let ep = &this.endpoints[i];
                 let flight = ep.stats.start();
                 let call = ep.service.clone().oneshot(req.clone());
-                match super::attempt(&log, &req.ctx, Some(&ep.name), call).await {
+                match super::attempt(
+                    &log,
+                    &super::AttemptContext::of(&req.ctx),
+                    Some(&ep.name),
+                    call,
+                )
+                .await
+                {
                     Ok(mut resp) => {
                         resp.body = match resp.body {
                             ResponseBody::ChatStream(s) => ResponseBody::ChatStream(

@@ -64,9 +64,10 @@ impl Service<LlmRequest> for Canary {
         let to_canary = self.share > 0.0 && rand::rng().random_bool(self.share);
         Box::pin(async move {
             let log = AttemptLog::of(&mut req.ctx);
+            let actx = super::AttemptContext::of(&req.ctx);
             if to_canary {
                 let call = candidate.oneshot(req.clone());
-                match super::attempt(&log, &req.ctx, None, call).await {
+                match super::attempt(&log, &actx, None, call).await {
                     Ok(resp) => return Ok(mark(resp, "canary")),
                     Err(e) if e.allows_fallback() => {
                         tracing::warn!(request_id = %req.ctx.request_id, error = %e, "canary failed: serving from the current target");
@@ -74,8 +75,7 @@ impl Service<LlmRequest> for Canary {
                     Err(e) => return Err(e),
                 }
             }
-            let ctx = req.ctx.clone();
-            super::attempt(&log, &ctx, None, current.oneshot(req))
+            super::attempt(&log, &actx, None, current.oneshot(req))
                 .await
                 .map(|r| mark(r, "current"))
         })

@@ -107,21 +107,29 @@ impl Service<LlmRequest> for Fallback {
             {
                 return Err(a.violation(req.model()));
             }
+            let actx = super::AttemptContext::of(&req.ctx);
+            // The last target gets the request itself; the others a copy.
+            let mut req = Some(req);
             for (pos, &i) in permitted.iter().enumerate() {
                 let (name, svc) = &targets[i];
-                if req
-                    .ctx
-                    .deadline
+                if actx
+                    .deadline()
                     .is_some_and(|d| tokio::time::Instant::now() >= d)
                 {
                     break;
                 }
-                let call = svc.clone().oneshot(req.clone());
-                match super::attempt(&log, &req.ctx, Some(name), call).await {
+                let this = if pos + 1 == permitted.len() {
+                    req.take()
+                } else {
+                    req.clone()
+                };
+                let Some(this) = this else { break };
+                let call = svc.clone().oneshot(this);
+                match super::attempt(&log, &actx, Some(name), call).await {
                     Ok(resp) => return Ok(resp),
                     Err(e) if e.allows_fallback() && pos + 1 < permitted.len() => {
                         tracing::warn!(
-                            request_id = %req.ctx.request_id,
+                            request_id = %actx.request_id(),
                             from = %name,
                             to = %targets[permitted[pos + 1]].0,
                             error = %e,

@@ -109,7 +109,7 @@ impl AttemptLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn push(&self, ctx: &RequestContext, record: AttemptRecord) {
+    fn push(&self, ctx: &AttemptContext, record: AttemptRecord) {
         let n = {
             let mut g = self.lock();
             g.push(record.clone());
@@ -141,9 +141,34 @@ impl AttemptLog {
 /// Runs one inner call on behalf of a routing layer: commits streams on their first content
 /// delta, records the attempt in the log unless a layer below already did, and stamps
 /// `meta.attempts` with the log's count.
+/// What [`attempt`] needs of the request's context: cheap to copy, so a router can move the
+/// request itself into its last attempt instead of cloning it.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptContext {
+    request_id: Arc<str>,
+    deadline: Option<Instant>,
+}
+
+impl AttemptContext {
+    pub(crate) fn of(ctx: &RequestContext) -> Self {
+        Self {
+            request_id: ctx.request_id.clone(),
+            deadline: ctx.deadline,
+        }
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
 pub(crate) async fn attempt<F>(
     log: &AttemptLog,
-    ctx: &RequestContext,
+    ctx: &AttemptContext,
     target_name: Option<&Arc<str>>,
     call: F,
 ) -> Result<LlmResponse, Error>

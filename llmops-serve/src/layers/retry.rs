@@ -266,10 +266,15 @@ where
             if let Some(b) = &policy.budget {
                 b.deposit();
             }
+            let actx = super::AttemptContext::of(&req.ctx);
             let mut attempt = 1u32;
             loop {
                 let svc = inner.clone();
-                let result = super::attempt(&log, &req.ctx, None, svc.oneshot(req.clone())).await;
+                // The last attempt the policy allows gets the request itself, not a copy.
+                if attempt >= policy.max_attempts {
+                    return super::attempt(&log, &actx, None, svc.oneshot(req)).await;
+                }
+                let result = super::attempt(&log, &actx, None, svc.oneshot(req.clone())).await;
                 let err = match result {
                     Ok(resp) => return Ok(resp),
                     Err(e) => e,
