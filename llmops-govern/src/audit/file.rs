@@ -16,6 +16,12 @@
 //! | `batched` (default) | the batch containing it is written and fsynced | nothing acknowledged |
 //! | `async` | the record is sequenced in memory; written at once, fsynced every `async_sync_interval` | up to that interval |
 //!
+//! In `async` mode the appender sequences and seals its own record (under the lock that orders
+//! the channel, so records reach the writer in sequence order) and returns its receipt at once:
+//! an append costs no round trip to the writer thread. The writer only writes the sealed lines.
+//! If a write or fsync fails, later appends fail; records acknowledged but not yet written are
+//! lost, as that mode allows.
+//!
 //! # Rotation and recovery
 //!
 //! The active file is `PATH`; on rotation (size or age) it is renamed to
@@ -31,7 +37,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -268,6 +274,7 @@ impl FileSinkBuilder {
             last_sync: Instant::now(),
             async_sync_interval: self.async_sync_interval,
             failed: None,
+            shared_failed: Arc::new(OnceLock::new()),
             buf: Vec::with_capacity(1 << 20),
         };
         if repaired > 0 {
@@ -276,6 +283,11 @@ impl FileSinkBuilder {
                 json!({"torn_bytes_cut": repaired, "next_seq": next_seq}),
             ))?;
         }
+        let chain = (self.durability == Durability::Async).then(|| ChainHead {
+            next_seq: writer.next_seq,
+            prev: writer.prev.clone(),
+        });
+        let failed = writer.shared_failed.clone();
         let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let batch = if self.durability == Durability::PerRecord {
@@ -293,7 +305,11 @@ impl FileSinkBuilder {
         Ok(FileAuditSink {
             offload: matches!(self.encoder.content_mode(), ContentMode::Encrypted(_)),
             encoder: Arc::new(self.encoder),
-            tx: Mutex::new(Some(tx)),
+            tx: Mutex::new(Channel {
+                tx: Some(tx),
+                chain,
+            }),
+            failed,
             permits: Arc::new(Semaphore::new(self.max_in_flight)),
             done: Mutex::new(Some(done_rx)),
             report,
@@ -310,7 +326,9 @@ pub struct FileAuditSink {
     encoder: Arc<RecordEncoder>,
     /// Encoding may read key files (encrypted content): run it on the blocking pool.
     offload: bool,
-    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    tx: Mutex<Channel>,
+    /// Why the writer stopped accepting records (set by the writer thread).
+    failed: Arc<OnceLock<String>>,
     permits: Arc<Semaphore>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
     report: OpenReport,
@@ -318,10 +336,35 @@ pub struct FileAuditSink {
 
 type Ack<T> = oneshot::Sender<std::result::Result<T, CoreError>>;
 
+/// The writer's channel and, in `async` mode, the chain head appenders seal against.
+#[derive(Debug)]
+struct Channel {
+    tx: Option<mpsc::Sender<Cmd>>,
+    chain: Option<ChainHead>,
+}
+
+#[derive(Debug)]
+struct ChainHead {
+    next_seq: u64,
+    prev: String,
+}
+
+/// What an append hands over: a receipt already (`async` mode) or one to wait for.
+enum Handed {
+    Sealed(AuditReceipt),
+    Queued(oneshot::Receiver<std::result::Result<AuditReceipt, CoreError>>),
+}
+
 enum Cmd {
     Append {
         record: PreparedRecord,
         ack: Ack<AuditReceipt>,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// A line sealed by its appender (`async` mode), already acknowledged.
+    Sealed {
+        seq: u64,
+        line: Vec<u8>,
         _permit: OwnedSemaphorePermit,
     },
     Flush {
@@ -356,15 +399,59 @@ impl FileAuditSink {
         &self.report
     }
 
-    fn send(&self, cmd: Cmd) -> std::result::Result<(), CoreError> {
-        let guard = self
-            .tx
+    fn channel(&self) -> std::sync::MutexGuard<'_, Channel> {
+        self.tx
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match guard.as_ref() {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn send(&self, cmd: Cmd) -> std::result::Result<(), CoreError> {
+        match self.channel().tx.as_ref() {
             Some(tx) => tx.send(cmd).map_err(|_| stopped()),
             None => Err(stopped()),
         }
+    }
+
+    /// Seals `record` here (`async` mode) or queues it for the writer to seal.
+    fn hand_over(
+        &self,
+        record: PreparedRecord,
+        permit: OwnedSemaphorePermit,
+    ) -> std::result::Result<Handed, CoreError> {
+        let mut guard = self.channel();
+        let Channel { tx, chain } = &mut *guard;
+        let Some(tx) = tx.as_ref() else {
+            return Err(stopped());
+        };
+        let Some(head) = chain.as_mut() else {
+            let (ack, rx) = oneshot::channel();
+            tx.send(Cmd::Append {
+                record,
+                ack,
+                _permit: permit,
+            })
+            .map_err(|_| stopped())?;
+            return Ok(Handed::Queued(rx));
+        };
+        if let Some(f) = self.failed.get() {
+            return Err(CoreError::internal(format!(
+                "audit log failed earlier: {f}"
+            )));
+        }
+        let mut line = Vec::with_capacity(1024);
+        let hash = record.seal(head.next_seq, &head.prev, &mut line);
+        let hex = hash.to_hex();
+        let seq = head.next_seq;
+        tx.send(Cmd::Sealed {
+            seq,
+            line,
+            _permit: permit,
+        })
+        .map_err(|_| stopped())?;
+        head.next_seq += 1;
+        head.prev.clear();
+        head.prev.push_str(hex.as_str());
+        Ok(Handed::Sealed(AuditReceipt::new(seq, hex.as_str())))
     }
 
     /// Makes everything appended so far durable and signs a checkpoint now (if checkpoints are
@@ -378,11 +465,7 @@ impl FileAuditSink {
     /// Stops the writer after it has written, fsynced and checkpointed everything queued, and
     /// waits for it.
     pub async fn close(&self) -> std::result::Result<(), CoreError> {
-        let tx = self
-            .tx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let tx = self.channel().tx.take();
         drop(tx);
         let done = self
             .done
@@ -416,13 +499,10 @@ impl AuditSink for FileAuditSink {
             .acquire_owned()
             .await
             .map_err(|_| stopped())?;
-        let (ack, rx) = oneshot::channel();
-        self.send(Cmd::Append {
-            record,
-            ack,
-            _permit: permit,
-        })?;
-        rx.await.map_err(|_| stopped())?
+        match self.hand_over(record, permit)? {
+            Handed::Sealed(receipt) => Ok(receipt),
+            Handed::Queued(rx) => rx.await.map_err(|_| stopped())?,
+        }
     }
 
     async fn flush(&self) -> llmops_core::Result<()> {
@@ -455,6 +535,8 @@ struct Writer {
     last_sync: Instant,
     async_sync_interval: Duration,
     failed: Option<String>,
+    /// `failed`, for appenders that seal their own records (`async` mode).
+    shared_failed: Arc<OnceLock<String>>,
     buf: Vec<u8>,
 }
 
@@ -558,6 +640,20 @@ impl Writer {
                         pending.push((ack, receipt));
                     }
                 }
+                Cmd::Sealed { seq, line, _permit } => {
+                    // Acknowledged by its appender already; after a failure it is lost (the
+                    // appenders stop as soon as they see the failure).
+                    if self.failed.is_some() {
+                        continue;
+                    }
+                    debug_assert_eq!(seq, self.next_seq, "sealed records arrive in order");
+                    if let Some((hash, _)) = line.strip_suffix(b"\n").and_then(split_line) {
+                        self.prev.clear();
+                        self.prev.push_str(hash);
+                    }
+                    self.next_seq = seq + 1;
+                    self.buf.extend_from_slice(&line);
+                }
                 Cmd::Flush { ack } => flushes.push(ack),
                 Cmd::Checkpoint { ack } => checkpoints.push(ack),
             }
@@ -573,11 +669,11 @@ impl Writer {
                     tracing::error!(error = %msg, "audit write failed; rolling the batch back");
                     // Undo a partial write so the file ends on a whole record.
                     if let Err(e2) = self.file.set_len(start_len) {
-                        self.failed = Some(format!("{msg}; rollback failed: {e2}"));
+                        self.fail(format!("{msg}; rollback failed: {e2}"));
                     } else if self.durability == Durability::Async {
                         // Receipts were already given for these records: never reuse their
                         // sequence numbers.
-                        self.failed = Some(format!("{msg}; acknowledged records were lost"));
+                        self.fail(format!("{msg}; acknowledged records were lost"));
                     }
                     self.next_seq = start_seq;
                     self.prev = start_prev;
@@ -611,6 +707,12 @@ impl Writer {
         self.housekeeping(false);
     }
 
+    /// Stops accepting records, for `msg`.
+    fn fail(&mut self, msg: String) {
+        let _ = self.shared_failed.set(msg.clone());
+        self.failed = Some(msg);
+    }
+
     /// Fsyncs if anything is unsynced; returns the error message on failure (after which the
     /// log refuses further appends: what reached the disk is unknown).
     fn sync(&mut self) -> Option<String> {
@@ -626,7 +728,7 @@ impl Writer {
             Err(e) => {
                 let msg = format!("fsync {}: {e}", self.path.display());
                 tracing::error!(error = %msg, "audit fsync failed; the log stops accepting records");
-                self.failed = Some(msg.clone());
+                self.fail(msg.clone());
                 Some(msg)
             }
         }
@@ -930,6 +1032,74 @@ mod tests {
         let report = crate::audit::verify::verify_log(&path, &Default::default()).unwrap();
         assert!(report.damage.is_none(), "{report:?}");
         assert_eq!(report.records, 6);
+    }
+
+    /// `async` mode: appenders seal their own records; concurrent appends across rotations
+    /// still form one chain, and each receipt names its stored record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_appenders_seal_one_chain_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let sink = Arc::new(
+            FileAuditSink::builder(&path, encoder())
+                .durability(Durability::Async)
+                .rotation(Rotation {
+                    max_bytes: Some(4096),
+                    max_age: None,
+                })
+                .open()
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let mut receipts = Vec::new();
+                    for i in 0..50 {
+                        receipts.push(sink.append(event(w * 1000 + i)).await.unwrap());
+                    }
+                    receipts
+                })
+            })
+            .collect();
+        let mut receipts = Vec::new();
+        for t in tasks {
+            receipts.extend(t.await.unwrap());
+        }
+        sink.flush().await.unwrap();
+        sink.close().await.unwrap();
+        receipts.sort_by_key(|r| r.seq);
+        let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (0..400).collect::<Vec<u64>>());
+        let report = crate::audit::verify::verify_log(&path, &Default::default()).unwrap();
+        assert!(report.damage.is_none(), "{report:?}");
+        assert_eq!(report.records, 400);
+        // Every receipt's hash is the stored hash of its record.
+        let mut stored = std::collections::HashMap::new();
+        let mut files = 0;
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            files += 1;
+            let text = fs::read(entry.unwrap().path()).unwrap();
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let (hash, rec) = split_line(line).unwrap();
+                let header = RecordHeader::scan(rec).unwrap();
+                stored.insert(header.seq, hash.to_owned());
+            }
+        }
+        assert!(files > 2, "rotated into several files: {files}");
+        assert_eq!(stored.len(), 400);
+        for r in &receipts {
+            assert_eq!(stored.get(&r.seq), Some(&r.hash), "seq {}", r.seq);
+        }
+        let reopened = FileAuditSink::builder(&path, encoder())
+            .durability(Durability::Async)
+            .open()
+            .unwrap();
+        assert_eq!(reopened.open_report().next_seq, 400);
+        assert_eq!(reopened.append(event(7)).await.unwrap().seq, 400);
+        reopened.close().await.unwrap();
+        let report = crate::audit::verify::verify_log(&path, &Default::default()).unwrap();
+        assert!(report.damage.is_none(), "{report:?}");
     }
 
     #[tokio::test]
