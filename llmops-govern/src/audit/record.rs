@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use llmops_core::traits::audit::{RequestAudit, SystemEvent};
-use llmops_core::{AuditEvent, ChatRequest};
+use llmops_core::{AuditEvent, ChatRequest, Content, Message};
 use serde_json::{Map, Value, json};
 
 use crate::audit::keys::{CommitmentKey, ContentKeyStore};
@@ -333,8 +333,8 @@ impl RecordEncoder {
             canonical::write_canonical(&Value::Array(g), w.member("guardrails"));
         }
         if let Some(req) = &r.request {
-            let messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
-            let bytes = canonical::to_canonical_vec(&messages);
+            let mut bytes = Vec::with_capacity(256);
+            canonical_messages(&req.messages, &mut bytes);
             commit(&bytes, w.member("input_commitment"));
         }
         let latency = u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX);
@@ -424,6 +424,37 @@ impl RecordEncoder {
             }
         }
     }
+}
+
+/// Writes the canonical JSON of `messages`: the bytes
+/// `canonical::to_canonical_vec(&serde_json::to_value(messages)?)` gives, with plain text
+/// messages (a role and a string, nothing else) written directly.
+fn canonical_messages(messages: &[Message], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match &m.content {
+            Some(Content::Text(text))
+                if m.name.is_none()
+                    && m.tool_calls.is_none()
+                    && m.tool_call_id.is_none()
+                    && m.extra.is_empty() =>
+            {
+                out.extend_from_slice(b"{\"content\":");
+                canonical::write_string(text, out);
+                out.extend_from_slice(b",\"role\":");
+                canonical::write_string(m.role.as_str(), out);
+                out.push(b'}');
+            }
+            _ => {
+                let v = serde_json::to_value(m).unwrap_or(Value::Null);
+                canonical::write_canonical(&v, out);
+            }
+        }
+    }
+    out.push(b']');
 }
 
 fn unknown_event() -> Map<String, Value> {
@@ -603,7 +634,11 @@ impl ObjectWriter {
             self.last = Some(name.to_owned());
         }
         self.close_member();
-        while self.placed < HEADER_KEYS.len() && utf16_cmp(HEADER_KEYS[self.placed], name).is_lt() {
+        // Byte order: the header names are ASCII, and against an ASCII string byte order and
+        // UTF-16 order agree (they differ only between two non-ASCII characters).
+        while self.placed < HEADER_KEYS.len()
+            && HEADER_KEYS[self.placed].as_bytes() < name.as_bytes()
+        {
             self.splits[self.placed] = self.body.len();
             self.placed += 1;
         }
@@ -853,6 +888,34 @@ mod tests {
                 map.insert(k.to_owned(), v[k].clone());
             }
             assert_eq!(Value::Object(map), v);
+        }
+    }
+
+    #[test]
+    fn messages_are_committed_in_their_canonical_form() {
+        let mut named = Message::user("hi");
+        named.name = Some("ann".into());
+        let mut extra = Message::assistant("x");
+        extra
+            .extra
+            .insert("zeta".into(), json!({"b": 1, "a": [2, "\u{1}"]}));
+        let cases = vec![
+            vec![],
+            vec![Message::system("be \"brief\"\n\t/é😀"), Message::user("hi")],
+            vec![
+                Message::assistant(""),
+                Message::new(llmops_core::Role::Tool, "r"),
+            ],
+            vec![named, extra, Message::user("last")],
+        ];
+        for messages in cases {
+            let mut fast = Vec::new();
+            canonical_messages(&messages, &mut fast);
+            let slow = canonical::to_canonical_vec(&serde_json::to_value(&messages).unwrap());
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow)
+            );
         }
     }
 
