@@ -292,9 +292,9 @@ impl RecordEncoder {
         // Members in canonical order (UTF-16 order of their names, here plain ASCII order).
         let mut w = ObjectWriter::with_capacity(768);
         if let Some(k) = &r.api_key_id {
-            string(k, w.member("api_key_id"));
+            string(k, w.field("api_key_id"));
         }
-        let out = w.member("attempts");
+        let out = w.field("attempts");
         out.push(b'[');
         for (i, a) in r.attempts.iter().enumerate() {
             if i > 0 {
@@ -313,16 +313,16 @@ impl RecordEncoder {
             out.push(b'}');
         }
         out.push(b']');
-        w.member("cache_hit")
+        w.field("cache_hit")
             .extend_from_slice(if r.cache_hit { b"true" } else { b"false" });
         if let Some(content) = &content {
-            canonical::write_canonical(content, w.member("content"));
+            canonical::write_canonical(content, w.field("content"));
         }
         if let Some(c) = r.cost_usd.filter(|c| c.is_finite()) {
-            canonical::write_canonical(&Value::from(c), w.member("cost_usd"));
+            canonical::write_canonical(&Value::from(c), w.field("cost_usd"));
         }
         if let Some(e) = r.error {
-            string(e.as_str(), w.member("error"));
+            string(e.as_str(), w.field("error"));
         }
         if !r.guardrails.is_empty() {
             let g: Vec<Value> = r
@@ -330,40 +330,40 @@ impl RecordEncoder {
                 .iter()
                 .map(|d| json!({"guardrail": d.guardrail, "action": d.action, "detail": d.detail}))
                 .collect();
-            canonical::write_canonical(&Value::Array(g), w.member("guardrails"));
+            canonical::write_canonical(&Value::Array(g), w.field("guardrails"));
         }
         if let Some(req) = &r.request {
             let mut bytes = Vec::with_capacity(256);
             canonical_messages(&req.messages, &mut bytes);
-            commit(&bytes, w.member("input_commitment"));
+            commit(&bytes, w.field("input_commitment"));
         }
         let latency = u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX);
-        write_u64(latency, w.member("latency_us"));
-        string(&r.requested_model, w.member("model"));
+        write_u64(latency, w.field("latency_us"));
+        string(&r.requested_model, w.field("model"));
         string(
             if r.error.is_some() { "error" } else { "ok" },
-            w.member("outcome"),
+            w.field("outcome"),
         );
         if let Some(out) = &r.output {
-            commit(out.as_bytes(), w.member("output_commitment"));
+            commit(out.as_bytes(), w.field("output_commitment"));
         }
         if let Some(req) = &r.request {
-            canonical::write_canonical(&params(req), w.member("params"));
+            canonical::write_canonical(&params(req), w.field("params"));
         }
         if let Some(p) = &r.prompt {
-            let out = w.member("prompt");
+            let out = w.field("prompt");
             out.extend_from_slice(b"{\"id\":");
             string(&p.id, out);
             out.extend_from_slice(b",\"version\":");
             string(&p.version, out);
             out.push(b'}');
         }
-        string(&r.request_id, w.member("request_id"));
-        string(&r.tenant, w.member("tenant"));
-        write_time(r.time, w.member("ts"));
-        string("request", w.member("type"));
+        string(&r.request_id, w.field("request_id"));
+        string(&r.tenant, w.field("tenant"));
+        write_time(r.time, w.field("ts"));
+        string("request", w.field("type"));
         if let Some(u) = &r.usage {
-            let out = w.member("usage");
+            let out = w.field("usage");
             for (i, (name, n)) in [
                 ("cache_read", u.cache_read_tokens),
                 ("cache_write", u.cache_write_tokens),
@@ -382,7 +382,7 @@ impl RecordEncoder {
             out.push(b'}');
         }
         if let Some(u) = &r.user {
-            string(u, w.member("user"));
+            string(u, w.field("user"));
         }
         Ok(w.finish())
     }
@@ -622,6 +622,29 @@ impl ObjectWriter {
     /// Starts the member `name` (which must sort after the previous one and not be a header
     /// member) and returns the buffer to write its canonical value to.
     fn member(&mut self, name: &str) -> &mut Vec<u8> {
+        self.start(name);
+        canonical::write_string(name, &mut self.body);
+        self.body.push(b':');
+        &mut self.body
+    }
+
+    /// [`ObjectWriter::member`] for a name written in the source: ASCII that needs no
+    /// escaping, copied as is.
+    fn field(&mut self, name: &'static str) -> &mut Vec<u8> {
+        debug_assert!(
+            name.bytes()
+                .all(|b| b.is_ascii() && b >= 0x20 && b != b'"' && b != b'\\'),
+            "{name}"
+        );
+        self.start(name);
+        self.body.push(b'"');
+        self.body.extend_from_slice(name.as_bytes());
+        self.body.extend_from_slice(b"\":");
+        &mut self.body
+    }
+
+    /// Ends the previous member and places the header members that sort before `name`.
+    fn start(&mut self, name: &str) {
         #[cfg(debug_assertions)]
         {
             debug_assert!(
@@ -642,9 +665,6 @@ impl ObjectWriter {
             self.splits[self.placed] = self.body.len();
             self.placed += 1;
         }
-        canonical::write_string(name, &mut self.body);
-        self.body.push(b':');
-        &mut self.body
     }
 
     fn close_member(&mut self) {
