@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the gateway tables of BENCHMARKS.md: the canned upstream measured directly and
 # through `llmops serve` (default pipeline, then the full production pipeline with every request
-# a cache miss), at constant rates, streaming and not, plus memory with concurrent slow streams.
+# a cache miss), at constant rates, streaming and not, plus memory with concurrent slow streams
+# (on a gateway of its own, so that the rate cells' peaks do not count).
 #
 # Usage: bash tools/bench-gateway.sh [RATES] [SECONDS]   (default: 500,1000,2000,5000 10)
 # Writes ${CARGO_TARGET_DIR:-target}/bench/gateway.md.
@@ -23,7 +24,12 @@ export LOADGEN_API_KEY LLMOPS_AUDIT_KEY
   echo "### Default pipeline (telemetry, routing)"
   echo
   "$bin/llmops-loadgen" matrix --llmops "$bin/llmops" --rates "$rates" \
-      --duration "$secs" --streams 1000,5000
+      --duration "$secs" --streams 0
+  echo
+  echo "### Memory (a fresh gateway, default pipeline: idle, then concurrent slow streams)"
+  echo
+  "$bin/llmops-loadgen" matrix --llmops "$bin/llmops" --rates 100 --duration 2 --modes json \
+      --streams 1000,5000
   echo
   echo "### Full pipeline (auth, ceiling, budget, exact cache on the miss path, PII redaction, audit batched, telemetry)"
   echo
