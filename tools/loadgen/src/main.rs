@@ -109,6 +109,11 @@ enum Cmd {
         /// Make every request body different (response caches miss).
         #[arg(long)]
         unique: bool,
+        /// Measure each cell this many times, alternating direct and gateway runs, and report
+        /// the median of the added latencies (per percentile) and of the gateway's CPU: on a
+        /// machine the load generator shares, one pair of runs is noisy.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
+        repeat: u32,
     },
     /// Compare gateways side by side in front of one running upstream and print a Markdown
     /// table and summary.
@@ -266,6 +271,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             out,
             json,
             unique,
+            repeat,
         } => {
             let md = matrix::run(matrix::MatrixConfig {
                 rates,
@@ -279,6 +285,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 out,
                 json,
                 unique,
+                repeat,
             })
             .await?;
             println!("{md}");

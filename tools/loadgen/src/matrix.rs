@@ -30,6 +30,8 @@ pub(crate) struct MatrixConfig {
     pub(crate) out: Option<PathBuf>,
     pub(crate) json: Option<PathBuf>,
     pub(crate) unique: bool,
+    /// Direct/gateway pairs per cell; medians are reported.
+    pub(crate) repeat: u32,
 }
 
 /// A gateway process started for the run; killed on drop.
@@ -133,6 +135,60 @@ pub(crate) fn added(g: &Percentiles, d: &Percentiles) -> Percentiles {
         p999: g.p999 - d.p999,
         max: g.max - d.max,
     }
+}
+
+/// One row from a cell's direct/gateway pairs: the median added latency per percentile and
+/// the median CPU; the runs shown (achieved rate, errors, gateway p99) are the pair whose added
+/// p50 is the median — or a pair that did not sustain the rate, if any did not.
+fn summarize(
+    stream: bool,
+    rate: u64,
+    pairs: Vec<(RunResult, RunResult, f64)>,
+    rss: f64,
+) -> anyhow::Result<Row> {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let adds: Vec<Percentiles> = pairs
+        .iter()
+        .map(|(d, g, _)| added(&g.latency_ms, &d.latency_ms))
+        .collect();
+    let of = |f: fn(&Percentiles) -> f64| median(adds.iter().map(f).collect());
+    let added_ms = Percentiles {
+        p50: of(|p| p.p50),
+        p90: of(|p| p.p90),
+        p99: of(|p| p.p99),
+        p999: of(|p| p.p999),
+        max: of(|p| p.max),
+    };
+    let cpu = median(pairs.iter().map(|p| p.2).collect());
+    let shown = pairs
+        .iter()
+        .position(|(d, g, _)| !d.sustained() || !g.sustained())
+        .unwrap_or_else(|| {
+            let mut order: Vec<usize> = (0..adds.len()).collect();
+            order.sort_by(|&a, &b| adds[a].p50.total_cmp(&adds[b].p50));
+            order.get(order.len() / 2).copied().unwrap_or(0)
+        });
+    let (direct, gateway, _) = pairs
+        .into_iter()
+        .nth(shown)
+        .context("a cell needs at least one measurement")?;
+    Ok(Row {
+        stream,
+        rate,
+        direct,
+        gateway,
+        added_ms,
+        gateway_cpu_pct: cpu,
+        gateway_rss_mib: rss,
+    })
 }
 
 /// The `sustained` cell of a table: `yes`, or a bold `no` that stands out.
@@ -260,35 +316,30 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
                 max_in_flight: 20_000,
                 unique: cfg.unique,
             };
-            eprintln!(
-                "{} {rate} req/s: direct",
-                if stream { "stream" } else { "json" }
-            );
-            let direct = client::run(&http, &base).await?;
             let via = RunConfig {
                 url: format!("{}/chat/completions", gw.base),
                 api_key: cfg.api_key.clone(),
-                ..base
+                ..base.clone()
             };
-            eprintln!(
-                "{} {rate} req/s: gateway",
-                if stream { "stream" } else { "json" }
-            );
-            let cpu0 = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0);
-            let t0 = std::time::Instant::now();
-            let gateway = client::run(&http, &via).await?;
-            let cpu = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0) - cpu0;
-            let wall = t0.elapsed().as_secs_f64();
+            let mut pairs = Vec::new();
+            for i in 1..=cfg.repeat {
+                let of = if cfg.repeat > 1 {
+                    format!(" ({i}/{})", cfg.repeat)
+                } else {
+                    String::new()
+                };
+                eprintln!("{} {rate} req/s: direct{of}", mode_name(stream));
+                let direct = client::run(&http, &base).await?;
+                eprintln!("{} {rate} req/s: gateway{of}", mode_name(stream));
+                let cpu0 = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0);
+                let t0 = std::time::Instant::now();
+                let gateway = client::run(&http, &via).await?;
+                let cpu = procstat::cpu_seconds(gw.pid()).unwrap_or(0.0) - cpu0;
+                let wall = t0.elapsed().as_secs_f64();
+                pairs.push((direct, gateway, 100.0 * cpu / wall.max(1e-9)));
+            }
             let rss = procstat::memory_mib(gw.pid()).map_or(0.0, |m| m.1);
-            rows.push(Row {
-                stream,
-                rate,
-                added_ms: added(&gateway.latency_ms, &direct.latency_ms),
-                direct,
-                gateway,
-                gateway_cpu_pct: 100.0 * cpu / wall.max(1e-9),
-                gateway_rss_mib: rss,
-            });
+            rows.push(summarize(stream, rate, pairs, rss)?);
         }
     }
     let mut streams_rows = Vec::new();
@@ -300,6 +351,15 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
     }
 
     let mut md = String::new();
+    if cfg.repeat > 1 {
+        writeln!(
+            md,
+            "Each cell: {} alternating direct/gateway pairs; added latency and gateway CPU are \
+             their medians, the other columns the pair with the median added p50.",
+            cfg.repeat
+        )?;
+        writeln!(md)?;
+    }
     writeln!(
         md,
         "| mode | rate (req/s) | achieved direct / gateway | added p50 | added p90 | added p99 | added p99.9 | gateway p99 | errors | sustained | gateway CPU | gateway peak RSS |"
@@ -350,4 +410,80 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
         std::fs::write(path, &md)?;
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: u64, achieved: f64, p50: f64, p99: f64) -> RunResult {
+        RunResult {
+            rate,
+            stream: false,
+            sent: rate * 10,
+            ok: rate * 10,
+            errors: 0,
+            skipped: 0,
+            achieved_rps: achieved,
+            latency_ms: Percentiles {
+                p50,
+                p90: p50,
+                p99,
+                p999: p99,
+                max: p99,
+            },
+        }
+    }
+
+    #[test]
+    fn repeated_cells_report_medians_and_show_the_median_pair() {
+        let pairs = vec![
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 1000.0, 1.9, 3.0),
+                20.0,
+            ),
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 1000.0, 1.1, 2.5),
+                30.0,
+            ),
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 1000.0, 1.3, 9.0),
+                10.0,
+            ),
+        ];
+        let row = summarize(false, 1000, pairs, 12.0).unwrap();
+        assert!((row.added_ms.p50 - 0.3).abs() < 1e-9, "{:?}", row.added_ms);
+        assert!((row.added_ms.p99 - 1.0).abs() < 1e-9, "{:?}", row.added_ms);
+        assert!((row.gateway_cpu_pct - 20.0).abs() < 1e-9);
+        // The pair shown is the one whose added p50 is the median (0.3 ms).
+        assert!((row.gateway.latency_ms.p99 - 9.0).abs() < 1e-9);
+        assert!((row.gateway_rss_mib - 12.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_pair_that_did_not_sustain_the_rate_is_the_one_shown() {
+        let pairs = vec![
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 1000.0, 1.1, 2.0),
+                20.0,
+            ),
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 500.0, 900.0, 2000.0),
+                90.0,
+            ),
+            (
+                run(1000, 1000.0, 1.0, 2.0),
+                run(1000, 1000.0, 1.2, 2.0),
+                20.0,
+            ),
+        ];
+        let row = summarize(false, 1000, pairs, 12.0).unwrap();
+        assert!(!row.gateway.sustained());
+        assert!(summarize(false, 1000, Vec::new(), 0.0).is_err());
+    }
 }
