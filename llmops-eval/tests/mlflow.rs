@@ -9,6 +9,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +26,23 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// Stops the whole process group: `mlflow server` starts uvicorn and job runners that
+    /// outlive it if only the parent is killed.
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            let _ = c.kill();
+            let group = format!("-{}", c.id());
+            let signal = |sig: &str| {
+                let _ = Command::new("kill")
+                    .args([sig, "--", &group])
+                    .stderr(Stdio::null())
+                    .status();
+            };
+            signal("-TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            signal("-KILL");
             let _ = c.wait();
         }
     }
@@ -56,6 +71,7 @@ fn start_server() -> Server {
         .args(["--backend-store-uri", &db, "--artifacts-destination"])
         .arg(&artifacts)
         .args(["--workers", "1"])
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -161,7 +161,7 @@ async fn probe(http: &reqwest::Client, t: &Target, model: &str) -> anyhow::Resul
 
 /// Waits until every process tree in `pids` uses less than 5% of a core over 250 ms (work
 /// queued by an overloaded cell drained), at most `max`.
-async fn settle(pids: &[u32], max: Duration) {
+pub(crate) async fn settle(pids: &[u32], max: Duration) {
     let deadline = Instant::now() + max;
     tokio::time::sleep(Duration::from_millis(250)).await;
     while Instant::now() < deadline {

@@ -74,6 +74,9 @@ enum Cmd {
         unique: bool,
     },
     /// Run the benchmark matrix against `llmops serve` and print a Markdown table.
+    ///
+    /// Before each measurement the harness waits (up to 30 s) for the gateway to go idle, so
+    /// that requests queued by an overloaded cell do not slow the next one.
     Matrix {
         /// Rates to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
