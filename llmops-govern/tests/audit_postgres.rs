@@ -97,6 +97,27 @@ async fn two_concurrent_writers_extend_one_chain() {
     let opts = VerifyOptions::default().with_checkpoints(&cp_path, key.verifying_key());
     assert!(a.verify(opts.clone()).await.unwrap().is_intact());
 
+    // The indexed columns are copies of the stored record.
+    for row in admin
+        .query(
+            &format!(
+                "SELECT ts, tenant, request_id, kind, record FROM {table} ORDER BY seq LIMIT 50"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let ts: std::time::SystemTime = row.get(0);
+        let record: serde_json::Value = serde_json::from_str(row.get::<_, &str>(4)).unwrap();
+        assert_eq!(row.get::<_, Option<&str>>(1), record["tenant"].as_str());
+        assert_eq!(row.get::<_, Option<&str>>(2), record["request_id"].as_str());
+        assert_eq!(row.get::<_, &str>(3), record["type"].as_str().unwrap());
+        let stored = humantime::parse_rfc3339(record["ts"].as_str().unwrap()).unwrap();
+        let skew = stored.duration_since(ts).unwrap_or_else(|e| e.duration());
+        assert!(skew < std::time::Duration::from_micros(1), "{skew:?}");
+    }
+
     // The indexes exist.
     let idx: i64 = admin
         .query_one(

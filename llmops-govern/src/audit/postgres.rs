@@ -31,12 +31,11 @@ use async_trait::async_trait;
 use ed25519_dalek::SigningKey;
 use futures_util::{StreamExt, pin_mut};
 use llmops_core::{AuditEvent, AuditReceipt, AuditSink, Error as CoreError};
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
 use crate::audit::checkpoint::Checkpoint;
-use crate::audit::record::{GENESIS_PREV, RecordEncoder, encode_line, seal_record, split_line};
+use crate::audit::record::{GENESIS_PREV, PreparedRecord, RecordEncoder, encode_line, split_line};
 use crate::audit::verify::{Verifier, VerifyOptions, VerifyReport};
 use crate::error::{GovernError, Result};
 
@@ -230,6 +229,39 @@ struct WriterTask {
     encoder: RecordEncoder,
 }
 
+/// The indexed columns of a record, read from its event.
+struct Columns {
+    ts: SystemTime,
+    tenant: Option<String>,
+    request_id: Option<String>,
+    kind: &'static str,
+}
+
+impl Columns {
+    fn of(event: &AuditEvent) -> Self {
+        match event {
+            AuditEvent::Request(r) => Self {
+                ts: r.time,
+                tenant: Some(r.tenant.to_string()),
+                request_id: Some(r.request_id.to_string()),
+                kind: "request",
+            },
+            AuditEvent::System(s) => Self {
+                ts: s.time,
+                tenant: None,
+                request_id: None,
+                kind: "system",
+            },
+            _ => Self {
+                ts: SystemTime::now(),
+                tenant: None,
+                request_id: None,
+                kind: "unknown",
+            },
+        }
+    }
+}
+
 struct Row {
     seq: i64,
     ts: SystemTime,
@@ -250,7 +282,7 @@ impl WriterTask {
             let encoded = tokio::task::spawn_blocking(move || {
                 items
                     .into_iter()
-                    .map(|(ev, ack)| (encoder.encode(&ev), ack))
+                    .map(|(ev, ack)| (encoder.prepare(&ev).map(|p| (p, Columns::of(&ev))), ack))
                     .collect::<Vec<_>>()
             })
             .await;
@@ -289,7 +321,10 @@ impl WriterTask {
         }
     }
 
-    async fn commit(&mut self, bodies: Vec<Map<String, Value>>) -> Result<Vec<AuditReceipt>> {
+    async fn commit(
+        &mut self,
+        bodies: Vec<(PreparedRecord, Columns)>,
+    ) -> Result<Vec<AuditReceipt>> {
         let tx = self.client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&self.lock])
             .await?;
@@ -308,27 +343,16 @@ impl WriterTask {
         };
         let mut rows = Vec::with_capacity(bodies.len());
         let mut line = Vec::new();
-        for body in bodies {
-            let ts = body
-                .get("ts")
-                .and_then(Value::as_str)
-                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-                .unwrap_or_else(SystemTime::now);
-            let tenant = body
-                .get("tenant")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let request_id = body
-                .get("request_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let kind = body
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_owned();
+        for (body, columns) in bodies {
+            let Columns {
+                ts,
+                tenant,
+                request_id,
+                kind,
+            } = columns;
+            let kind = kind.to_owned();
             line.clear();
-            let hash = seal_record(body, u64::try_from(seq).unwrap_or(0), &prev, &mut line);
+            let hash = body.seal(u64::try_from(seq).unwrap_or(0), &prev, &mut line);
             line.pop();
             let record = split_line(&line)
                 .and_then(|(_, r)| std::str::from_utf8(r).ok())
