@@ -27,9 +27,12 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                out.extend_from_slice(i.to_string().as_bytes());
+                if i < 0 {
+                    out.push(b'-');
+                }
+                write_u64(i.unsigned_abs(), out);
             } else if let Some(u) = n.as_u64() {
-                out.extend_from_slice(u.to_string().as_bytes());
+                write_u64(u, out);
             } else if let Some(f) = n.as_f64() {
                 write_f64(f, out);
             }
@@ -60,6 +63,23 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             out.push(b'}');
         }
     }
+}
+
+/// Appends `n` in decimal (the canonical form of an integer), without allocating.
+pub fn write_u64(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // `n % 10` is below 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The canonical serialization of `value`.
@@ -188,7 +208,7 @@ fn write_f64(f: f64, out: &mut Vec<u8>) {
         }
         out.push(b'e');
         out.push(if n > 0 { b'+' } else { b'-' });
-        out.extend_from_slice((n - 1).abs().to_string().as_bytes());
+        write_u64(u64::from((n - 1).unsigned_abs()), out);
     }
 }
 

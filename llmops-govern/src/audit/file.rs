@@ -273,8 +273,7 @@ impl FileSinkBuilder {
             dirty: false,
             last_sync: Instant::now(),
             async_sync_interval: self.async_sync_interval,
-            failed: None,
-            shared_failed: Arc::new(OnceLock::new()),
+            failed: Arc::new(OnceLock::new()),
             buf: Vec::with_capacity(1 << 20),
         };
         if repaired > 0 {
@@ -287,7 +286,7 @@ impl FileSinkBuilder {
             next_seq: writer.next_seq,
             prev: writer.prev.clone(),
         });
-        let failed = writer.shared_failed.clone();
+        let failed = writer.failed.clone();
         let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let batch = if self.durability == Durability::PerRecord {
@@ -534,9 +533,9 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     async_sync_interval: Duration,
-    failed: Option<String>,
-    /// `failed`, for appenders that seal their own records (`async` mode).
-    shared_failed: Arc<OnceLock<String>>,
+    /// Why the log stopped accepting records; shared with the appenders that seal their own
+    /// records (`async` mode).
+    failed: Arc<OnceLock<String>>,
     buf: Vec<u8>,
 }
 
@@ -623,7 +622,7 @@ impl Writer {
                     ack,
                     _permit,
                 } => {
-                    if let Some(f) = &self.failed {
+                    if let Some(f) = self.failed.get() {
                         let _ = ack.send(Err(CoreError::internal(format!(
                             "audit log failed earlier: {f}"
                         ))));
@@ -643,7 +642,7 @@ impl Writer {
                 Cmd::Sealed { seq, line, _permit } => {
                     // Acknowledged by its appender already; after a failure it is lost (the
                     // appenders stop as soon as they see the failure).
-                    if self.failed.is_some() {
+                    if self.failed.get().is_some() {
                         continue;
                     }
                     debug_assert_eq!(seq, self.next_seq, "sealed records arrive in order");
@@ -707,17 +706,16 @@ impl Writer {
         self.housekeeping(false);
     }
 
-    /// Stops accepting records, for `msg`.
-    fn fail(&mut self, msg: String) {
-        let _ = self.shared_failed.set(msg.clone());
-        self.failed = Some(msg);
+    /// Stops accepting records, for `msg` (the first failure is the one reported).
+    fn fail(&self, msg: String) {
+        let _ = self.failed.set(msg);
     }
 
     /// Fsyncs if anything is unsynced; returns the error message on failure (after which the
     /// log refuses further appends: what reached the disk is unknown).
     fn sync(&mut self) -> Option<String> {
         if !self.dirty {
-            return self.failed.clone();
+            return self.failed.get().cloned();
         }
         match self.file.sync_data() {
             Ok(()) => {

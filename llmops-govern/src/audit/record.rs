@@ -338,7 +338,7 @@ impl RecordEncoder {
             commit(&bytes, w.field("input_commitment"));
         }
         let latency = u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX);
-        write_u64(latency, w.field("latency_us"));
+        canonical::write_u64(latency, w.field("latency_us"));
         string(&r.requested_model, w.field("model"));
         string(
             if r.error.is_some() { "error" } else { "ok" },
@@ -377,7 +377,7 @@ impl RecordEncoder {
                 out.push(if i == 0 { b'{' } else { b',' });
                 string(name, out);
                 out.push(b':');
-                write_u64(n, out);
+                canonical::write_u64(n, out);
             }
             out.push(b'}');
         }
@@ -462,23 +462,6 @@ fn unknown_event() -> Map<String, Value> {
         ("type".to_owned(), json!("unknown")),
         ("ts".to_owned(), json!(format_time(SystemTime::now()))),
     ])
-}
-
-/// Writes `n` in decimal.
-fn write_u64(n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        // `n % 10` is below 10.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Writes `t` as the JSON string [`format_time`] returns (no character in it needs escaping).
@@ -732,8 +715,8 @@ impl PreparedRecord {
             out.push(b':');
             match i {
                 0 => canonical::write_string(prev, out),
-                1 => write_u64(seq, out),
-                _ => write_u64(FORMAT_VERSION, out),
+                1 => canonical::write_u64(seq, out),
+                _ => canonical::write_u64(FORMAT_VERSION, out),
             }
         }
         if let Some(rest) = self.body[from..].strip_suffix(b",") {
