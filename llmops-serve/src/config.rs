@@ -32,6 +32,11 @@ pub struct ServerConfig {
     /// process serves without queueing.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Connections the kernel may hold waiting for the accept loop. Default: the kernel's
+    /// maximum (`net.core.somaxconn` on Linux; see [`crate::http::default_backlog`]), so that a
+    /// burst of new connections is queued rather than answered with dropped SYNs.
+    #[serde(default)]
+    pub listen_backlog: Option<u32>,
     /// Virtual API keys. When any is configured, every request must carry one of them as a
     /// Bearer token; the key decides the tenant. When none is, requests need no key and are
     /// billed to the default tenant.
@@ -46,6 +51,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             max_in_flight: default_max_in_flight(),
+            listen_backlog: None,
             keys: Vec::new(),
         }
     }

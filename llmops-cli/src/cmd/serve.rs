@@ -87,8 +87,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let budget_handle = outer.budget_handle.clone();
     let options = BuildOptions::default().wrap(move |_model, pipeline| outer.wrap(pipeline));
     let gateway = Gateway::from_config_with(&cfg, &options).map_err(|e| in_file(&e))?;
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
+    let listener = llmops_serve::http::bind(cfg.server.listen, cfg.server.listen_backlog)
         .with_context(|| {
             format!(
                 "cannot listen on {} (is another server using it? pass --listen ADDR)",

@@ -78,6 +78,49 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
+/// The listen backlog [`bind`] asks for when none is configured: the kernel's own maximum
+/// (`net.core.somaxconn` on Linux, read at bind time), or 4096 where it cannot be read.
+///
+/// tokio's and std's `TcpListener::bind` ask for 1024 (128 before Linux 5.4 caps). A gateway
+/// receiving thousands of new connections a second — a cold start at full rate, or clients
+/// without keep-alive — overflows that queue within a fraction of a second whenever the accept
+/// loop falls behind, and the kernel then drops SYNs: each dropped client waits a full
+/// SYN retransmission timeout (1 s, then 3 s) and opens yet more connections meanwhile.
+pub fn default_backlog() -> u32 {
+    #[cfg(target_os = "linux")]
+    if let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        && let Ok(max) = text.trim().parse::<u32>()
+        && max > 0
+    {
+        return max;
+    }
+    4096
+}
+
+/// Binds a listening socket on `addr` with `SO_REUSEADDR` and a listen backlog of `backlog`
+/// pending connections (the kernel caps it at its own maximum); `None` takes
+/// [`default_backlog`].
+///
+/// # Errors
+///
+/// The socket cannot be created, bound (the address is in use or not local) or put into the
+/// listening state.
+pub fn bind(addr: std::net::SocketAddr, backlog: Option<u32>) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(
+        backlog
+            .unwrap_or_else(default_backlog)
+            .clamp(1, i32::MAX as u32),
+    )
+}
+
 /// Serves `gateway` on `listener` until `shutdown` resolves, then finishes the requests in
 /// flight.
 pub async fn serve(
@@ -437,4 +480,43 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     let mut resp = error_response(&err, None);
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_listens_and_accepts() {
+        for backlog in [None, Some(0), Some(16)] {
+            let listener = bind("127.0.0.1:0".parse().unwrap(), backlog).unwrap();
+            let addr = listener.local_addr().unwrap();
+            assert_ne!(addr.port(), 0);
+            let (client, accepted) =
+                tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+            assert_eq!(
+                client.unwrap().local_addr().unwrap(),
+                accepted.unwrap().1,
+                "backlog {backlog:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bind_reports_an_address_in_use() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let err = bind(first.local_addr().unwrap(), None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn default_backlog_is_the_kernel_maximum() {
+        let backlog = default_backlog();
+        #[cfg(target_os = "linux")]
+        if let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
+            assert_eq!(backlog.to_string(), text.trim());
+            return;
+        }
+        assert_eq!(backlog, 4096);
+    }
 }

@@ -4,6 +4,12 @@
 //! target does, and each latency is measured from its *intended* send time, not from when the
 //! request actually left: a target that stalls is charged for the queue it causes
 //! (no coordinated omission).
+//!
+//! The unmeasured warm-up ramps the rate up linearly from a tenth of it, as a growing client
+//! population would, so that connections are opened progressively: a step from zero to
+//! thousands of requests a second makes every request of the first milliseconds open a new
+//! connection, which measures a cold-start connection storm rather than the steady rate.
+//! The measured period is at the constant rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +80,52 @@ impl RunResult {
     }
 }
 
+/// When each request is to be sent: a linear ramp from a tenth of the rate to the rate over
+/// the warm-up, then the constant rate over the measured duration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Schedule {
+    rate: f64,
+    warmup: f64,
+    /// The rate at the start of the ramp.
+    r0: f64,
+    /// Requests sent during the warm-up.
+    pub(crate) warm_n: u64,
+    /// Requests sent in all.
+    pub(crate) total_n: u64,
+}
+
+impl Schedule {
+    pub(crate) fn new(rate: u64, warmup: Duration, duration: Duration) -> Self {
+        let rate = rate.max(1) as f64;
+        let warmup = warmup.as_secs_f64();
+        let r0 = rate / 10.0;
+        // The area under the ramp: its mean rate times its length.
+        let warm_n = ((r0 + rate) / 2.0 * warmup) as u64;
+        let total_n = warm_n + (duration.as_secs_f64() * rate) as u64;
+        Self {
+            rate,
+            warmup,
+            r0,
+            warm_n,
+            total_n,
+        }
+    }
+
+    /// Intended send time of request `i`, from the start of the run.
+    pub(crate) fn offset(&self, i: u64) -> Duration {
+        let i = i as f64;
+        let secs = if i < self.warm_n as f64 {
+            // Requests sent by time t on the ramp: r0·t + a·t², a = (rate − r0) / (2·warmup);
+            // solved for t.
+            let a = (self.rate - self.r0) / (2.0 * self.warmup);
+            (-self.r0 + (self.r0 * self.r0 + 4.0 * a * i).sqrt()) / (2.0 * a)
+        } else {
+            self.warmup + (i - self.warm_n as f64) / self.rate
+        };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |v: u64| v as f64 / 1000.0;
     Percentiles {
@@ -116,6 +168,18 @@ fn body(cfg: &RunConfig, n: u64) -> bytes::Bytes {
     bytes::Bytes::from(v.to_string())
 }
 
+/// An error with its causes (reqwest's own message hides them: "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 async fn one(
     client: &reqwest::Client,
     cfg: &RunConfig,
@@ -128,13 +192,16 @@ async fn one(
     if let Some(k) = &cfg.api_key {
         req = req.bearer_auth(k);
     }
-    let resp = req.send().await.map_err(|e| format!("send: {e}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("send: {}", chain(&e)))?;
     let status = resp.status();
     let mut stream = resp.bytes_stream();
     let mut saw_done = false;
     let mut tail = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        let chunk = chunk.map_err(|e| format!("body: {}", chain(&e)))?;
         if cfg.stream {
             tail.extend_from_slice(&chunk);
             if tail.len() > 64 {
@@ -166,15 +233,14 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
     let in_flight = Arc::new(AtomicU64::new(0));
     let last_done = Arc::new(Mutex::new(None::<Instant>));
     let first_error = Arc::new(Mutex::new(None::<String>));
-    let period = Duration::from_secs_f64(1.0 / cfg.rate.max(1) as f64);
-    let warm_n = (cfg.warmup.as_secs_f64() * cfg.rate as f64) as u64;
-    let total_n = warm_n + (cfg.duration.as_secs_f64() * cfg.rate as f64) as u64;
+    let schedule = Schedule::new(cfg.rate, cfg.warmup, cfg.duration);
+    let (warm_n, total_n) = (schedule.warm_n, schedule.total_n);
     let start = Instant::now();
-    let measured_start = start + period * u32::try_from(warm_n).unwrap_or(u32::MAX);
+    let measured_start = start + cfg.warmup;
     let mut skipped = 0u64;
     let mut tasks = Vec::with_capacity(total_n as usize);
     for i in 0..total_n {
-        let intended = start + period.mul_f64(i as f64);
+        let intended = start + schedule.offset(i);
         tokio::time::sleep_until(intended).await;
         let measured = i >= warm_n;
         if in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
@@ -246,4 +312,43 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
         achieved_rps: ok as f64 / elapsed.as_secs_f64(),
         latency_ms: percentiles(&h),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_ramps_then_holds_the_rate() {
+        let s = Schedule::new(1000, Duration::from_secs(2), Duration::from_secs(10));
+        // Mean ramp rate 550 req/s over 2 s, then 1,000 req/s for 10 s.
+        assert_eq!(s.warm_n, 1100);
+        assert_eq!(s.total_n, 11_100);
+        assert_eq!(s.offset(0), Duration::ZERO);
+        // Send times never go backwards, the ramp ends at the warm-up's end, and the measured
+        // period is evenly spaced at the rate.
+        let mut last = Duration::ZERO;
+        for i in 0..s.total_n {
+            let t = s.offset(i);
+            assert!(t >= last, "request {i} at {t:?} before {last:?}");
+            last = t;
+        }
+        let end_of_ramp = s.offset(s.warm_n - 1).as_secs_f64();
+        assert!((1.99..2.0).contains(&end_of_ramp), "{end_of_ramp}");
+        assert_eq!(s.offset(s.warm_n), Duration::from_secs(2));
+        let gap = s.offset(s.warm_n + 501) - s.offset(s.warm_n + 500);
+        assert!((gap.as_secs_f64() - 0.001).abs() < 1e-9, "{gap:?}");
+        // The ramp starts at a tenth of the rate and ends near the full rate.
+        let first_gap = s.offset(1).as_secs_f64();
+        assert!((0.0095..0.0101).contains(&first_gap), "{first_gap}");
+        let last_gap = (s.offset(s.warm_n - 1) - s.offset(s.warm_n - 2)).as_secs_f64();
+        assert!((0.00099..0.00105).contains(&last_gap), "{last_gap}");
+    }
+
+    #[test]
+    fn schedule_without_warmup_is_the_constant_rate() {
+        let s = Schedule::new(500, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!((s.warm_n, s.total_n), (0, 500));
+        assert_eq!(s.offset(250), Duration::from_millis(500));
+    }
 }

@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 
 /// How the canned upstream answers.
 #[derive(Clone, Debug)]
@@ -99,7 +98,7 @@ async fn models() -> Response {
 /// Binds the canned upstream and serves it in the background; returns its address.
 pub(crate) async fn spawn(listen: SocketAddr, cfg: UpstreamConfig) -> anyhow::Result<SocketAddr> {
     use axum::serve::ListenerExt;
-    let listener = TcpListener::bind(listen).await?;
+    let listener = llmops_serve::http::bind(listen, None)?;
     let addr = listener.local_addr()?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
