@@ -10,6 +10,13 @@
 //! thousands of requests a second makes every request of the first milliseconds open a new
 //! connection, which measures a cold-start connection storm rather than the steady rate.
 //! The measured period is at the constant rate.
+//!
+//! Like a real client population (the OpenAI SDKs pool at most 1,000 connections; k6 and
+//! wrk2 run a fixed set of connections), the client keeps at most `connections` requests on
+//! the wire — with HTTP/1.1, as many connections. A request scheduled while all are busy
+//! waits for one, and that wait counts in its latency (it is measured from the intended send
+//! time all the same). Without a bound, every request sent while the others wait opens a new
+//! connection, and an overloaded target is measured in connection set-ups.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +27,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+/// The default bound on requests on the wire (connections): the OpenAI SDKs' pool size.
+pub(crate) const DEFAULT_CONNECTIONS: usize = 1000;
 
 /// One measurement's settings.
 #[derive(Clone, Debug)]
@@ -40,6 +50,8 @@ pub(crate) struct RunConfig {
     pub(crate) api_key: Option<String>,
     /// In-flight requests above which new sends are skipped and counted.
     pub(crate) max_in_flight: u64,
+    /// Most requests on the wire at once (HTTP/1.1: connections); `0` for no bound.
+    pub(crate) connections: usize,
     /// Make every request body different (a counter in the user message), so response
     /// caches miss.
     pub(crate) unique: bool,
@@ -233,6 +245,8 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
     let in_flight = Arc::new(AtomicU64::new(0));
     let last_done = Arc::new(Mutex::new(None::<Instant>));
     let first_error = Arc::new(Mutex::new(None::<String>));
+    let wire =
+        (cfg.connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cfg.connections)));
     let schedule = Schedule::new(cfg.rate, cfg.warmup, cfg.duration);
     let (warm_n, total_n) = (schedule.warm_n, schedule.total_n);
     let start = Instant::now();
@@ -264,8 +278,14 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
             last_done.clone(),
             first_error.clone(),
         );
+        let wire = wire.clone();
         tasks.push(tokio::spawn(async move {
+            let permit = match wire {
+                Some(w) => w.acquire_owned().await.ok(),
+                None => None,
+            };
             let result = one(&client, &cfg2, payload).await;
+            drop(permit);
             let done = Instant::now();
             in_flight.fetch_sub(1, Ordering::Relaxed);
             if !measured {
@@ -343,6 +363,66 @@ mod tests {
         assert!((0.0095..0.0101).contains(&first_gap), "{first_gap}");
         let last_gap = (s.offset(s.warm_n - 1) - s.offset(s.warm_n - 2)).as_secs_f64();
         assert!((0.00099..0.00105).contains(&last_gap), "{last_gap}");
+    }
+
+    /// Serves chat completions that take 20 ms each and records the most served at once.
+    async fn slow_server() -> (String, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (n, p) = (now.clone(), peak.clone());
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move || {
+                let (n, p) = (n.clone(), p.clone());
+                async move {
+                    let at_once = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/v1/chat/completions"), peak)
+    }
+
+    fn config(url: String, connections: usize) -> RunConfig {
+        RunConfig {
+            url,
+            rate: 400,
+            duration: Duration::from_millis(500),
+            warmup: Duration::ZERO,
+            stream: false,
+            model: "bench".to_owned(),
+            api_key: None,
+            max_in_flight: 20_000,
+            connections,
+            unique: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_bound_the_requests_on_the_wire() {
+        // 400 req/s of 20 ms requests: about 8 at once without a bound.
+        let (url, peak) = slow_server().await;
+        let http = http_client().unwrap();
+        let bounded = run(&http, &config(url, 3)).await.unwrap();
+        assert_eq!((bounded.ok, bounded.errors, bounded.skipped), (200, 0, 0));
+        assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
+        // The requests that waited for a connection are charged for the wait.
+        assert!(
+            bounded.latency_ms.p99 > 20.0 * 2.0,
+            "{:?}",
+            bounded.latency_ms
+        );
+
+        let (url, peak) = slow_server().await;
+        let unbounded = run(&http, &config(url, 0)).await.unwrap();
+        assert_eq!(unbounded.ok, 200);
+        assert!(peak.load(Ordering::SeqCst) > 3, "{peak:?}");
     }
 
     #[test]

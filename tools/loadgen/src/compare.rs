@@ -88,6 +88,8 @@ pub(crate) struct CompareConfig {
     pub(crate) warmup: Duration,
     pub(crate) modes: Vec<bool>,
     pub(crate) max_in_flight: u64,
+    /// Most requests on the wire at once (connections); `0` for no bound.
+    pub(crate) connections: usize,
     /// Measure a gateway at every rate, even above one it did not sustain.
     pub(crate) keep_going: bool,
     /// Longest wait for the gateways to go idle between cells.
@@ -252,6 +254,7 @@ pub(crate) async fn run(cfg: CompareConfig) -> anyhow::Result<String> {
                 model: cfg.model.clone(),
                 api_key: None,
                 max_in_flight: cfg.max_in_flight,
+                connections: cfg.connections,
                 unique: false,
             };
             settle(&watched, cfg.settle).await;

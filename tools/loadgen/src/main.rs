@@ -72,6 +72,10 @@ enum Cmd {
         /// Make every request body different (response caches miss).
         #[arg(long)]
         unique: bool,
+        /// Most requests on the wire at once, i.e. HTTP/1.1 connections (0: no bound). Requests
+        /// scheduled while all are busy wait for one, and the wait counts in their latency.
+        #[arg(long, default_value_t = client::DEFAULT_CONNECTIONS)]
+        connections: usize,
     },
     /// Run the benchmark matrix against `llmops serve` and print a Markdown table.
     ///
@@ -117,6 +121,10 @@ enum Cmd {
         /// machine the load generator shares, one pair of runs is noisy.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
         repeat: u32,
+        /// Most requests on the wire at once, i.e. HTTP/1.1 connections (0: no bound). Requests
+        /// scheduled while all are busy wait for one, and the wait counts in their latency.
+        #[arg(long, default_value_t = client::DEFAULT_CONNECTIONS)]
+        connections: usize,
     },
     /// Compare gateways side by side in front of one running upstream and print a Markdown
     /// table and summary.
@@ -169,6 +177,10 @@ enum Cmd {
         /// In-flight requests above which the client skips sends (counted as errors).
         #[arg(long, default_value_t = 20_000)]
         max_in_flight: u64,
+        /// Most requests on the wire at once, i.e. HTTP/1.1 connections (0: no bound). Requests
+        /// scheduled while all are busy wait for one, and the wait counts in their latency.
+        #[arg(long, default_value_t = client::DEFAULT_CONNECTIONS)]
+        connections: usize,
         /// Measure every gateway at every rate, even above a rate it did not sustain.
         #[arg(long)]
         keep_going: bool,
@@ -245,6 +257,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             model,
             api_key,
             unique,
+            connections,
         } => {
             let http = client::http_client()?;
             let cfg = client::RunConfig {
@@ -256,6 +269,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 model,
                 api_key,
                 max_in_flight: 20_000,
+                connections,
                 unique,
             };
             let result = client::run(&http, &cfg).await?;
@@ -275,6 +289,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             json,
             unique,
             repeat,
+            connections,
         } => {
             let md = matrix::run(matrix::MatrixConfig {
                 rates,
@@ -289,6 +304,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 json,
                 unique,
                 repeat,
+                connections,
             })
             .await?;
             println!("{md}");
@@ -305,6 +321,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             warmup,
             modes,
             max_in_flight,
+            connections,
             keep_going,
             settle,
             out,
@@ -321,6 +338,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup),
                 modes: parse_modes(modes)?,
                 max_in_flight,
+                connections,
                 keep_going,
                 settle: Duration::from_secs(settle),
                 out,

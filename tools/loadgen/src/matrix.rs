@@ -32,6 +32,8 @@ pub(crate) struct MatrixConfig {
     pub(crate) unique: bool,
     /// Direct/gateway pairs per cell; medians are reported.
     pub(crate) repeat: u32,
+    /// Most requests on the wire at once (connections); `0` for no bound.
+    pub(crate) connections: usize,
 }
 
 /// A gateway process started for the run; killed on drop.
@@ -314,6 +316,7 @@ pub(crate) async fn run(cfg: MatrixConfig) -> anyhow::Result<String> {
                 model: "bench".to_owned(),
                 api_key: None,
                 max_in_flight: 20_000,
+                connections: cfg.connections,
                 unique: cfg.unique,
             };
             let via = RunConfig {
