@@ -37,7 +37,8 @@
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let gateway = Gateway::from_config(&ServeConfig::embedded_default())?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // The kernel's maximum listen backlog: a burst of new connections is queued, not dropped.
+//! let listener = llmops_serve::http::bind("127.0.0.1:8080".parse()?, None)?;
 //! llmops_serve::http::serve(listener, gateway, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```

@@ -3,7 +3,10 @@
 //! Requests are scheduled at fixed intended send times (`start + i / rate`) whatever the
 //! target does, and each latency is measured from its *intended* send time, not from when the
 //! request actually left: a target that stalls is charged for the queue it causes
-//! (no coordinated omission).
+//! (no coordinated omission). A thread of its own paces the sends with the kernel's timer
+//! (late by its 50 µs slack, the same in every run), not tokio's, whose whole-millisecond
+//! ticks would shift every latency of a run by a fraction of a millisecond set by the run's
+//! start phase — more than a gateway adds.
 //!
 //! The unmeasured warm-up ramps the rate up linearly from a tenth of it, as a growing client
 //! population would, so that connections are opened progressively: a step from zero to
@@ -249,27 +252,16 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
         (cfg.connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cfg.connections)));
     let schedule = Schedule::new(cfg.rate, cfg.warmup, cfg.duration);
     let (warm_n, total_n) = (schedule.warm_n, schedule.total_n);
-    let start = Instant::now();
-    let measured_start = start + cfg.warmup;
-    let mut skipped = 0u64;
-    let mut tasks = Vec::with_capacity(total_n as usize);
-    for i in 0..total_n {
-        let intended = start + schedule.offset(i);
-        tokio::time::sleep_until(intended).await;
-        let measured = i >= warm_n;
-        if in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
-            if measured {
-                skipped += 1;
-            }
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let payload = if cfg.unique {
-            body(cfg, i)
-        } else {
-            fixed.clone()
-        };
-        let (client, cfg2) = (client.clone(), cfg.clone());
+    let start = std::time::Instant::now();
+    let measured_start = Instant::from_std(start) + cfg.warmup;
+    // The sends are paced by a thread of their own sleeping until each intended time: tokio's
+    // timer fires on whole milliseconds, which would delay every send by a fraction of a
+    // millisecond fixed by the run's start phase (0–1 ms at 1,000 req/s, different in each
+    // run), larger than what a gateway adds. Thread sleeps are late by the kernel's timer
+    // slack (50 µs), the same in every run.
+    let pacer = {
+        let runtime = tokio::runtime::Handle::current();
+        let (client, cfg) = (client.clone(), cfg.clone());
         let (hist, ok, errors, in_flight, last_done, first_error) = (
             hist.clone(),
             ok.clone(),
@@ -278,37 +270,78 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
             last_done.clone(),
             first_error.clone(),
         );
-        let wire = wire.clone();
-        tasks.push(tokio::spawn(async move {
-            let permit = match wire {
-                Some(w) => w.acquire_owned().await.ok(),
-                None => None,
-            };
-            let result = one(&client, &cfg2, payload).await;
-            drop(permit);
-            let done = Instant::now();
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            if !measured {
-                return;
-            }
-            match result {
-                Ok(()) => {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                    let micros = u64::try_from(done.duration_since(intended).as_micros())
-                        .unwrap_or(u64::MAX);
-                    let _ = hist.lock().await.record(micros.max(1));
-                    let mut last = last_done.lock().await;
-                    if last.is_none_or(|l| done > l) {
-                        *last = Some(done);
+        std::thread::Builder::new()
+            .name("loadgen-pacer".to_owned())
+            .spawn(move || {
+                let mut skipped = 0u64;
+                let mut tasks = Vec::with_capacity(total_n as usize);
+                for i in 0..total_n {
+                    let intended = start + schedule.offset(i);
+                    let now = std::time::Instant::now();
+                    if intended > now {
+                        std::thread::sleep(intended - now);
                     }
+                    let intended = Instant::from_std(intended);
+                    let measured = i >= warm_n;
+                    if in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
+                        if measured {
+                            skipped += 1;
+                        }
+                        continue;
+                    }
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    let payload = if cfg.unique {
+                        body(&cfg, i)
+                    } else {
+                        fixed.clone()
+                    };
+                    let (client, cfg2) = (client.clone(), cfg.clone());
+                    let (hist, ok, errors, in_flight, last_done, first_error) = (
+                        hist.clone(),
+                        ok.clone(),
+                        errors.clone(),
+                        in_flight.clone(),
+                        last_done.clone(),
+                        first_error.clone(),
+                    );
+                    let wire = wire.clone();
+                    tasks.push(runtime.spawn(async move {
+                        let permit = match wire {
+                            Some(w) => w.acquire_owned().await.ok(),
+                            None => None,
+                        };
+                        let result = one(&client, &cfg2, payload).await;
+                        drop(permit);
+                        let done = Instant::now();
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                        if !measured {
+                            return;
+                        }
+                        match result {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                let micros =
+                                    u64::try_from(done.duration_since(intended).as_micros())
+                                        .unwrap_or(u64::MAX);
+                                let _ = hist.lock().await.record(micros.max(1));
+                                let mut last = last_done.lock().await;
+                                if last.is_none_or(|l| done > l) {
+                                    *last = Some(done);
+                                }
+                            }
+                            Err(e) => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                first_error.lock().await.get_or_insert(e);
+                            }
+                        }
+                    }));
                 }
-                Err(e) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    first_error.lock().await.get_or_insert(e);
-                }
-            }
-        }));
-    }
+                (skipped, tasks)
+            })?
+    };
+    let (skipped, tasks) = tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     for t in tasks {
         let _ = t.await;
     }
