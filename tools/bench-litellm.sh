@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side load comparison of `llmops serve` and LiteLLM's proxy on this machine: the same
+# Side-by-side load comparison of `llmops serve` and LiteLLM's proxy on this machine, with the
+# do-nothing pass-through built from the gateway's HTTP stack as the floor: the same
 # canned OpenAI-compatible upstream, the same open-loop client (`llmops-loadgen compare`), the
 # same rates. Installs a pinned LiteLLM into a virtualenv, starts the upstream and the proxy
 # (offline, no database, 2 workers, quiet logs), and writes the table and its summary to
@@ -83,6 +84,24 @@ if [[ -z "$upstream" ]]; then
   exit 1
 fi
 
+# The floor: the gateway's own HTTP server and client with nothing between them.
+setsid "$bin/llmops-loadgen" passthrough --listen 127.0.0.1:0 --upstream "$upstream" \
+  2>"$work/passthrough.log" &
+passthrough_pid=$!
+groups+=("$passthrough_pid")
+passthrough=""
+for _ in $(seq 100); do
+  passthrough="$(sed -n 's|^pass-through on \(http://[^ ]*\) in front of .*$|\1|p' "$work/passthrough.log")"
+  [[ -n "$passthrough" ]] && break
+  kill -0 "$passthrough_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ -z "$passthrough" ]]; then
+  echo "error: the pass-through did not start:" >&2
+  cat "$work/passthrough.log" >&2
+  exit 1
+fi
+
 # LiteLLM's proxy: model `bench` served as `openai/bench` by the canned upstream, no database,
 # a random master key, the bundled model cost map (no network), errors-only logging (which
 # also turns off uvicorn's access log). Each worker re-imports litellm when it starts, which
@@ -131,6 +150,7 @@ done
 # interrupted run must not leave behind.
 setsid "$bin/llmops-loadgen" compare --upstream "$upstream" --upstream-pid "$upstream_pid" \
   --llmops "$bin/llmops" \
+  --gateway "name=passthrough,url=$passthrough,pid=$passthrough_pid" \
   --gateway "name=litellm,url=http://127.0.0.1:$port/v1,pid=$litellm_pid,key-env=LITELLM_MASTER_KEY" \
   --rates "$rates" --duration "$secs" --modes "$modes" --json "$out/litellm.json" \
   >"$work/table.md" &
@@ -139,7 +159,7 @@ groups+=("$compare_pid")
 wait "$compare_pid"
 {
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F), commit $(git rev-parse --short HEAD)"
-  echo "LiteLLM $version (litellm[proxy], uvicorn, $litellm_workers workers, no database, LITELLM_LOG=ERROR); llmops serve with the default pipeline; one canned upstream; rates $rates req/s, ${secs} s per cell, modes $modes"
+  echo "LiteLLM $version (litellm[proxy], uvicorn, $litellm_workers workers, no database, LITELLM_LOG=ERROR); llmops serve with the default pipeline; passthrough: the gateway's HTTP server and client with nothing between them (\`llmops-loadgen passthrough\`); one canned upstream; rates $rates req/s, ${secs} s per cell, modes $modes"
   echo
   cat "$work/table.md"
 } | tee "$out/litellm.md"

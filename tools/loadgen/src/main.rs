@@ -6,6 +6,8 @@
 //! - `matrix`: the whole table — the upstream measured directly and through `llmops serve` at
 //!   each rate, streaming and not, the added latency per percentile, the gateway's CPU and
 //!   memory, and memory with thousands of concurrent slow streams.
+//! - `passthrough`: the gateway's HTTP server and client with nothing between them, the
+//!   baseline a gateway's added latency is compared with.
 //! - `compare`: gateways side by side in front of one running upstream — `llmops serve`
 //!   started here and any already-running OpenAI-compatible gateway (LiteLLM's proxy in
 //!   `tools/bench-litellm.sh`) — at the same rates, with CPU and memory summed over each
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod compare;
 mod matrix;
+mod passthrough;
 mod procstat;
 mod upstream;
 
@@ -45,6 +48,17 @@ enum Cmd {
         /// Milliseconds between streamed chunks.
         #[arg(long, default_value_t = 0)]
         chunk_delay_ms: u64,
+    },
+    /// Serve a do-nothing pass-through in front of an upstream until interrupted: the
+    /// gateway's own HTTP server and client with nothing between them (the floor of what a
+    /// gateway built on them adds; measure it with `compare --gateway`).
+    Passthrough {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9300")]
+        listen: SocketAddr,
+        /// The upstream's base URL, e.g. http://127.0.0.1:9100/v1.
+        #[arg(long)]
+        upstream: String,
     },
     /// Send requests at a constant rate to one chat-completions URL and print the latencies.
     Run {
@@ -245,6 +259,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             )
             .await?;
             eprintln!("canned upstream on http://{addr}/v1");
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Cmd::Passthrough { listen, upstream } => {
+            let addr = passthrough::spawn(listen, &upstream).await?;
+            eprintln!("pass-through on http://{addr}/v1 in front of {upstream}");
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
