@@ -474,8 +474,10 @@ fn render(rows: &[RateRow], names: &[String], modes: &[bool]) -> anyhow::Result<
                 continue;
             };
             let (a, b) = (ours.added_ms.p99, theirs.added_ms.p99);
-            let ratio = if a > 0.0 && b > 0.0 {
+            let ratio = if a > 0.0 && b >= a {
                 format!(": {other} adds {:.1}× as much", b / a)
+            } else if a > 0.0 && b > 0.0 {
+                format!(": {reference} adds {:.1}× as much as {other}", a / b)
             } else {
                 " (one of them is within noise of the direct run: no ratio)".to_owned()
             };
@@ -612,6 +614,28 @@ mod tests {
         );
         assert!(
             md.contains("llmops 0.500 ms, litellm 10.000 ms: litellm adds 20.0× as much"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn summary_states_a_faster_baseline_the_right_way_round() {
+        let d = result(1000, 1000.0, 0, 1.0);
+        let rows = vec![RateRow {
+            stream: false,
+            rate: 1000,
+            cells: vec![
+                cell("llmops", &d, result(1000, 1000.0, 0, 1.5)),
+                cell("passthrough", &d, result(1000, 1000.0, 0, 1.2)),
+            ],
+            direct: d,
+        }];
+        let names = vec!["llmops".to_owned(), "passthrough".to_owned()];
+        let md = render(&rows, &names, &[false]).unwrap();
+        assert!(
+            md.contains(
+                "llmops 0.500 ms, passthrough 0.200 ms: llmops adds 2.5× as much as passthrough"
+            ),
             "{md}"
         );
     }
