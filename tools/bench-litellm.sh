@@ -67,40 +67,38 @@ if [[ "$version" != "$litellm_version" ]]; then
   exit 1
 fi
 
+# Prints the base URL that a background child (pid $1) reports on its stderr log ($2) in a
+# line matching the sed expression $3; fails naming it ($4) if it exits or stays silent.
+reported_url() {
+  local pid="$1" log="$2" expr="$3" what="$4" url=""
+  for _ in $(seq 100); do
+    url="$(sed -n "$expr" "$log")"
+    [[ -n "$url" ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$url" ]]; then
+    echo "error: $what did not start:" >&2
+    cat "$log" >&2
+    return 1
+  fi
+  echo "$url"
+}
+
 # The canned upstream, on a free port it reports on stderr.
 setsid "$bin/llmops-loadgen" upstream --listen 127.0.0.1:0 2>"$work/upstream.log" &
 upstream_pid=$!
 groups+=("$upstream_pid")
-upstream=""
-for _ in $(seq 100); do
-  upstream="$(sed -n 's|^canned upstream on \(http://[^ ]*\)$|\1|p' "$work/upstream.log")"
-  [[ -n "$upstream" ]] && break
-  kill -0 "$upstream_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z "$upstream" ]]; then
-  echo "error: the canned upstream did not start:" >&2
-  cat "$work/upstream.log" >&2
-  exit 1
-fi
+upstream="$(reported_url "$upstream_pid" "$work/upstream.log" \
+  's|^canned upstream on \(http://[^ ]*\)$|\1|p' "the canned upstream")"
 
 # The floor: the gateway's own HTTP server and client with nothing between them.
 setsid "$bin/llmops-loadgen" passthrough --listen 127.0.0.1:0 --upstream "$upstream" \
   2>"$work/passthrough.log" &
 passthrough_pid=$!
 groups+=("$passthrough_pid")
-passthrough=""
-for _ in $(seq 100); do
-  passthrough="$(sed -n 's|^pass-through on \(http://[^ ]*\) in front of .*$|\1|p' "$work/passthrough.log")"
-  [[ -n "$passthrough" ]] && break
-  kill -0 "$passthrough_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z "$passthrough" ]]; then
-  echo "error: the pass-through did not start:" >&2
-  cat "$work/passthrough.log" >&2
-  exit 1
-fi
+passthrough="$(reported_url "$passthrough_pid" "$work/passthrough.log" \
+  's|^pass-through on \(http://[^ ]*\) in front of .*$|\1|p' "the pass-through")"
 
 # LiteLLM's proxy: model `bench` served as `openai/bench` by the canned upstream, no database,
 # a random master key, the bundled model cost map (no network), errors-only logging (which

@@ -234,20 +234,50 @@ async fn one(
     Ok(())
 }
 
+/// What the requests of one run record as they finish.
+struct Tally {
+    /// Microseconds, from 1 µs to 2 minutes, 3 significant digits.
+    hist: Mutex<Histogram<u64>>,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    in_flight: AtomicU64,
+    last_done: Mutex<Option<Instant>>,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Tally {
+    async fn record(&self, intended: Instant, result: Result<(), String>) {
+        let done = Instant::now();
+        match result {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                let micros =
+                    u64::try_from(done.duration_since(intended).as_micros()).unwrap_or(u64::MAX);
+                let _ = self.hist.lock().await.record(micros.max(1));
+                let mut last = self.last_done.lock().await;
+                if last.is_none_or(|l| done > l) {
+                    *last = Some(done);
+                }
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.first_error.lock().await.get_or_insert(e);
+            }
+        }
+    }
+}
+
 /// Runs `cfg` against its URL and returns what it measured.
 pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     let fixed = body(cfg, 0);
-    // Microseconds, from 1 µs to 2 minutes, 3 significant digits.
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        120_000_000,
-        3,
-    )?));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let last_done = Arc::new(Mutex::new(None::<Instant>));
-    let first_error = Arc::new(Mutex::new(None::<String>));
+    let tally = Arc::new(Tally {
+        hist: Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?),
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        last_done: Mutex::new(None),
+        first_error: Mutex::new(None),
+    });
     let wire =
         (cfg.connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cfg.connections)));
     let schedule = Schedule::new(cfg.rate, cfg.warmup, cfg.duration);
@@ -261,15 +291,7 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
     // slack (50 µs), the same in every run.
     let pacer = {
         let runtime = tokio::runtime::Handle::current();
-        let (client, cfg) = (client.clone(), cfg.clone());
-        let (hist, ok, errors, in_flight, last_done, first_error) = (
-            hist.clone(),
-            ok.clone(),
-            errors.clone(),
-            in_flight.clone(),
-            last_done.clone(),
-            first_error.clone(),
-        );
+        let (client, cfg, tally) = (client.clone(), cfg.clone(), tally.clone());
         std::thread::Builder::new()
             .name("loadgen-pacer".to_owned())
             .spawn(move || {
@@ -283,28 +305,20 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
                     }
                     let intended = Instant::from_std(intended);
                     let measured = i >= warm_n;
-                    if in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
+                    if tally.in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
                         if measured {
                             skipped += 1;
                         }
                         continue;
                     }
-                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    tally.in_flight.fetch_add(1, Ordering::Relaxed);
                     let payload = if cfg.unique {
                         body(&cfg, i)
                     } else {
                         fixed.clone()
                     };
-                    let (client, cfg2) = (client.clone(), cfg.clone());
-                    let (hist, ok, errors, in_flight, last_done, first_error) = (
-                        hist.clone(),
-                        ok.clone(),
-                        errors.clone(),
-                        in_flight.clone(),
-                        last_done.clone(),
-                        first_error.clone(),
-                    );
-                    let wire = wire.clone();
+                    let (client, cfg2, tally, wire) =
+                        (client.clone(), cfg.clone(), tally.clone(), wire.clone());
                     tasks.push(runtime.spawn(async move {
                         let permit = match wire {
                             Some(w) => w.acquire_owned().await.ok(),
@@ -312,27 +326,9 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
                         };
                         let result = one(&client, &cfg2, payload).await;
                         drop(permit);
-                        let done = Instant::now();
-                        in_flight.fetch_sub(1, Ordering::Relaxed);
-                        if !measured {
-                            return;
-                        }
-                        match result {
-                            Ok(()) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                let micros =
-                                    u64::try_from(done.duration_since(intended).as_micros())
-                                        .unwrap_or(u64::MAX);
-                                let _ = hist.lock().await.record(micros.max(1));
-                                let mut last = last_done.lock().await;
-                                if last.is_none_or(|l| done > l) {
-                                    *last = Some(done);
-                                }
-                            }
-                            Err(e) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                first_error.lock().await.get_or_insert(e);
-                            }
+                        tally.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        if measured {
+                            tally.record(intended, result).await;
                         }
                     }));
                 }
@@ -345,22 +341,23 @@ pub(crate) async fn run(client: &reqwest::Client, cfg: &RunConfig) -> anyhow::Re
     for t in tasks {
         let _ = t.await;
     }
-    if let Some(e) = first_error.lock().await.as_ref() {
+    if let Some(e) = tally.first_error.lock().await.as_ref() {
         eprintln!("  first error at {} req/s: {e}", cfg.rate);
     }
-    let ok = ok.load(Ordering::Relaxed);
-    let elapsed = last_done
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let elapsed = tally
+        .last_done
         .lock()
         .await
         .map_or(cfg.duration, |l| l.duration_since(measured_start))
         .max(Duration::from_millis(1));
-    let h = hist.lock().await;
+    let h = tally.hist.lock().await;
     Ok(RunResult {
         rate: cfg.rate,
         stream: cfg.stream,
         sent: total_n - warm_n,
         ok,
-        errors: errors.load(Ordering::Relaxed),
+        errors: tally.errors.load(Ordering::Relaxed),
         skipped,
         achieved_rps: ok as f64 / elapsed.as_secs_f64(),
         latency_ms: percentiles(&h),
