@@ -81,7 +81,8 @@ pub fn router(gateway: Gateway) -> Router {
 /// The listen backlog [`bind`] asks for when none is configured: the kernel's own maximum
 /// (`net.core.somaxconn` on Linux, read at bind time), or 4096 where it cannot be read.
 ///
-/// tokio's and std's `TcpListener::bind` ask for 1024 (128 before Linux 5.4 caps). A gateway
+/// tokio's and std's `TcpListener::bind` ask for 1024 (and Linux before 5.4 caps every request
+/// at 128 by default). A gateway
 /// receiving thousands of new connections a second — a cold start at full rate, or clients
 /// without keep-alive — overflows that queue within a fraction of a second whenever the accept
 /// loop falls behind, and the kernel then drops SYNs: each dropped client waits a full
@@ -105,6 +106,10 @@ pub fn default_backlog() -> u32 {
 ///
 /// The socket cannot be created, bound (the address is in use or not local) or put into the
 /// listening state.
+///
+/// # Panics
+///
+/// Outside a tokio runtime with I/O enabled, like tokio's own `TcpListener` constructors.
 pub fn bind(addr: std::net::SocketAddr, backlog: Option<u32>) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
