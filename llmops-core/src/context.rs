@@ -49,7 +49,7 @@ impl RequestContext {
     /// A context with a fresh request id and the default tenant.
     pub fn new() -> Self {
         Self {
-            request_id: Arc::from(uuid::Uuid::now_v7().to_string()),
+            request_id: Arc::from(crate::id::uuid_v7_string()),
             tenant: Arc::from(DEFAULT_TENANT),
             api_key_id: None,
             user: None,

@@ -63,6 +63,7 @@
 
 pub mod context;
 pub mod error;
+pub mod id;
 pub mod mock;
 pub mod provider;
 pub mod service;

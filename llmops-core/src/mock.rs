@@ -408,7 +408,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn completion_id() -> String {
-    format!("chatcmpl-mock-{}", uuid::Uuid::now_v7().simple())
+    format!("chatcmpl-mock-{}", crate::id::uuid_v7().simple())
 }
 
 #[async_trait]

@@ -389,7 +389,7 @@ impl Provider for SimProvider {
         }
         let usage = Usage::new(estimate_prompt_tokens(&req), out_tokens);
         let mut resp = ChatResponse::text(
-            format!("chatcmpl-sim-{}", uuid::Uuid::now_v7().simple()),
+            format!("chatcmpl-sim-{}", crate::id::uuid_v7().simple()),
             req.model.clone(),
             "",
             Some(usage),
@@ -403,7 +403,7 @@ impl Provider for SimProvider {
             tokio::time::sleep(self.cfg.latency).await;
         }
         let n = req.n.unwrap_or(1).max(1);
-        let id = format!("chatcmpl-sim-{}", uuid::Uuid::now_v7().simple());
+        let id = format!("chatcmpl-sim-{}", crate::id::uuid_v7().simple());
         let created = unix_now();
         let base = || ChatChunk::new(id.clone(), req.model.clone(), created);
         let mut events = Vec::new();

@@ -390,7 +390,7 @@ impl Runner {
         summary.duration_ms = clock.elapsed().as_millis() as u64;
         Ok(RunFile {
             format: RUN_FORMAT_VERSION,
-            run_id: uuid::Uuid::now_v7().to_string(),
+            run_id: llmops_core::id::uuid_v7_string(),
             suite: self.suite.clone(),
             started_at_ms,
             finished_at_ms: now_ms(),

@@ -209,7 +209,7 @@ impl Budget for MemoryBudget {
             }
         }
         drop(guards);
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = llmops_core::id::uuid_v7_string();
         self.inner.outstanding.insert(id.clone(), ());
         Ok(Reservation::new(id, scopes.to_vec(), amount))
     }

@@ -399,7 +399,7 @@ impl RedisBudget {
     async fn reserve_now(&self, scopes: &[BudgetScope], amount: Amount) -> Result<Reservation> {
         let limits = &self.inner.limits;
         let touched = counters_for(limits, scopes);
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = llmops_core::id::uuid_v7_string();
         if touched.is_empty() {
             return Ok(Reservation::new(id, scopes.to_vec(), amount));
         }
