@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Gateway {
     child: Child,
     base: String,
+    /// The rest of the gateway's stderr (kept open: a closed pipe would fail its later writes).
+    stderr: BufReader<ChildStderr>,
 }
 
 impl Drop for Gateway {
@@ -30,9 +32,8 @@ fn start(extra: &[&str]) -> Gateway {
         .expect("spawn llmops");
     let stderr = child.stderr.take().expect("stderr");
     let mut line = String::new();
-    BufReader::new(stderr)
-        .read_line(&mut line)
-        .expect("read startup line");
+    let mut stderr = BufReader::new(stderr);
+    stderr.read_line(&mut line).expect("read startup line");
     let addr = line
         .split("http://")
         .nth(1)
@@ -42,6 +43,7 @@ fn start(extra: &[&str]) -> Gateway {
     Gateway {
         child,
         base: format!("http://{addr}/v1"),
+        stderr,
     }
 }
 
@@ -83,6 +85,11 @@ fn bad_config_never_starts_a_server() {
             "sim-1",
         ),
         ("not TOML", "[server\n", "TOML"),
+        (
+            "workers without per-core",
+            "[server]\nruntime = \"work-stealing\"\nworkers = 2\n[providers.local]\nkind = \"sim\"\n[models.sim]\ntargets = [\"local/sim-1\"]\n",
+            "server.workers",
+        ),
     ];
     for (what, text, needle) in cases {
         let path = dir.join(format!("{}.toml", what.replace(' ', "-")));
@@ -113,15 +120,24 @@ fn bad_config_never_starts_a_server() {
 fn config_file_serves_its_models() {
     let dir = std::env::temp_dir().join(format!("llmops-cfg-ok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("llmops.toml");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = \"127.0.0.1:9\"\n[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n",
-    )
-    .unwrap();
-    let gw = start(&["--config", path.to_str().unwrap()]);
-    let body = http_get(&format!("{}/models", gw.base));
-    assert!(body.contains("\"fast\""), "{body}");
+    // The default threading (a runtime per core), one worker, and tokio's work stealing.
+    for (name, threading) in [
+        ("default", ""),
+        ("one-worker", "workers = 1\n"),
+        ("work-stealing", "runtime = \"work-stealing\"\n"),
+    ] {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:9\"\n{threading}[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n"
+            ),
+        )
+        .unwrap();
+        let gw = start(&["--config", path.to_str().unwrap()]);
+        let body = http_get(&format!("{}/models", gw.base));
+        assert!(body.contains("\"fast\""), "{name}: {body}");
+    }
 }
 
 /// Minimal HTTP/1.1 GET over a TCP socket (keeps this test free of an HTTP client).
@@ -177,5 +193,51 @@ fn official_openai_python_sdk_works_unchanged() {
         "unknown model: ok",
     ] {
         assert!(stdout.contains(check), "missing {check:?} in:\n{stdout}");
+    }
+}
+
+/// SIGTERM (what a container runtime sends) stops the gateway cleanly: the worker threads are
+/// joined, the process says so and exits 0, in both threading modes.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_gateway_cleanly() {
+    let dir = std::env::temp_dir().join(format!("llmops-cfg-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, threading) in [
+        ("per-core", ""),
+        ("work-stealing", "runtime = \"work-stealing\"\n"),
+    ] {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\n{threading}[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut gw = start(&["--config", path.to_str().unwrap()]);
+        // Served once, so that every part of the server has started.
+        let body = http_get(&format!("{}/models", gw.base));
+        assert!(body.contains("\"fast\""), "{name}: {body}");
+        let status = Command::new("kill")
+            .args(["-TERM", &gw.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = gw.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: still running 20 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(exit.code(), Some(0), "{name}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut gw.stderr, &mut rest).unwrap();
+        assert!(rest.contains("llmops gateway stopped"), "{name}: {rest}");
     }
 }

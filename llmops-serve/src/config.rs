@@ -37,6 +37,13 @@ pub struct ServerConfig {
     /// burst of new connections is queued rather than answered with dropped SYNs.
     #[serde(default)]
     pub listen_backlog: Option<u32>,
+    /// How connections are spread over threads; see [`RuntimeMode`]. Default `"per-core"`.
+    #[serde(default)]
+    pub runtime: RuntimeMode,
+    /// Threads serving connections with `runtime = "per-core"`. Default: the CPUs available
+    /// to the process (`std::thread::available_parallelism`).
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
     /// Virtual API keys. When any is configured, every request must carry one of them as a
     /// Bearer token; the key decides the tenant. When none is, requests need no key and are
     /// billed to the default tenant.
@@ -52,9 +59,30 @@ impl Default for ServerConfig {
             request_timeout_ms: default_request_timeout_ms(),
             max_in_flight: default_max_in_flight(),
             listen_backlog: None,
+            runtime: RuntimeMode::default(),
+            workers: None,
             keys: Vec::new(),
         }
     }
+}
+
+/// `[server] runtime`: the threads that serve the gateway's connections.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RuntimeMode {
+    /// One single-threaded runtime per worker thread (`[server] workers`, default one per
+    /// CPU); each connection is served start to finish by one of them, round-robin, and each
+    /// thread has its own upstream connection pools
+    /// ([`serve_app_per_core`](crate::http::serve_app_per_core)). A request never changes
+    /// threads: lower latency than work stealing at the same load (BENCHMARKS.md, *Gateway
+    /// under load*). A thread busy with a long request does not hand its other connections
+    /// to idle threads, though: work stealing balances skewed load better.
+    #[default]
+    PerCore,
+    /// tokio's multi-threaded work-stealing runtime, one worker per CPU: tasks move to idle
+    /// threads.
+    WorkStealing,
 }
 
 fn default_listen() -> SocketAddr {
@@ -542,6 +570,26 @@ mod tests {
         assert_eq!(set.max_in_flight, 64);
         let off = server(serde_json::json!({"max_in_flight": 0})).unwrap();
         assert_eq!(off.max_in_flight, 0);
+    }
+
+    #[test]
+    fn runtime_defaults_to_per_core_and_parses_both_modes() {
+        let default = server(serde_json::json!({})).unwrap();
+        assert_eq!(default.runtime, RuntimeMode::PerCore);
+        assert_eq!(default.workers, None);
+        assert_eq!(ServerConfig::default().runtime, RuntimeMode::PerCore);
+        let ws = server(serde_json::json!({"runtime": "work-stealing"})).unwrap();
+        assert_eq!(ws.runtime, RuntimeMode::WorkStealing);
+        let pc = server(serde_json::json!({"runtime": "per-core", "workers": 3})).unwrap();
+        assert_eq!(pc.runtime, RuntimeMode::PerCore);
+        assert_eq!(pc.workers.map(std::num::NonZeroUsize::get), Some(3));
+    }
+
+    #[test]
+    fn runtime_rejects_unknown_modes_and_zero_workers() {
+        let e = server(serde_json::json!({"runtime": "multi"})).unwrap_err();
+        assert!(e.to_string().contains("per-core"), "{e}");
+        assert!(server(serde_json::json!({"workers": 0})).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use llmops_core::{AuditEvent, SystemEvent};
 use llmops_observe::layer::ObserveConfig;
-use llmops_serve::config::ServeConfig;
+use llmops_serve::config::{RuntimeMode, ServeConfig};
 use llmops_serve::gateway::{BuildOptions, Gateway};
 
 use crate::config::{GatewayFile, Source};
@@ -48,6 +48,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Source::File(p) => anyhow::anyhow!("{}: {e}", p.display()),
         Source::Embedded => anyhow::anyhow!("{e}"),
     };
+    if cfg.server.runtime == RuntimeMode::WorkStealing && cfg.server.workers.is_some() {
+        return Err(in_file(
+            &"server.workers: applies to `runtime = \"per-core\"` only (the work-stealing \
+              runtime has one worker per CPU); remove `workers` or the `runtime` setting",
+        ));
+    }
+    let workers = cfg.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
     // The Prometheus recorder must exist before the first request is measured.
     let (metrics_handle, _) = llmops_observe::prometheus::install()
         .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;
@@ -134,9 +143,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = llmops_serve::http::router(gateway)
         .merge(metrics)
         .merge(budgets);
-    llmops_serve::http::serve_app(listener, app, shutdown_signal())
-        .await
-        .context("the server stopped with an error")?;
+    match cfg.server.runtime {
+        RuntimeMode::WorkStealing => {
+            llmops_serve::http::serve_app(listener, app, shutdown_signal()).await
+        }
+        // `RuntimeMode` is non-exhaustive: a mode this binary does not know runs per core.
+        _ => {
+            llmops_serve::http::serve_app_per_core(listener, app, workers, shutdown_signal()).await
+        }
+    }
+    .context("the server stopped with an error")?;
     drop(observability);
     if let Some(sink) = audit_sink
         && let Err(e) = sink.close().await

@@ -21,10 +21,16 @@
 //! been sent to the end or dropped; over the limit it is answered at once with HTTP 503
 //! `overloaded` and `Retry-After`, and no pipeline sees it. `/v1/models` and `/health` are
 //! never shed.
+//!
+//! Threads: [`serve_app`] serves on the caller's runtime (typically tokio's work-stealing
+//! one); [`serve_app_per_core`] hands each connection to one of several single-threaded
+//! runtimes, so that a request never changes threads (what `llmops serve` does by default).
 
+mod per_core;
 mod shed;
 mod sse;
 
+pub use per_core::serve_app_per_core;
 pub use shed::{Admission, InFlight, SHED_RETRY_AFTER};
 
 use std::future::Future;

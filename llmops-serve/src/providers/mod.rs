@@ -27,29 +27,65 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection-pooled HTTP client shared by providers.
 ///
-/// Cloning is cheap and shares the pool. Providers with the same connect timeout share one
-/// client ([`HttpTransport::shared`]); reqwest sets the connect timeout per client, so a
-/// provider with its own connect timeout gets a pool of its own.
+/// Each thread that sends requests through it gets a pool of its own (a `reqwest::Client`
+/// created on first use; all share the settings). A pooled connection is driven by a task
+/// spawned where the connection was opened, so with one pool per thread a request and its
+/// upstream connection stay on the same thread: on the gateway's single-threaded runtime per
+/// core ([`serve_app_per_core`](crate::http::serve_app_per_core)) no request wakes another
+/// thread to reach its upstream. The price is up to one set of idle connections per thread.
+///
+/// Cloning is cheap and shares the pools. Providers with the same connect timeout share one
+/// transport ([`HttpTransport::shared`]); reqwest sets the connect timeout per client, so a
+/// provider with its own connect timeout gets pools of its own.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
-    client: reqwest::Client,
+    pools: Arc<Pools>,
+}
+
+#[derive(Debug)]
+struct Pools {
+    connect_timeout: Duration,
+    /// The client built (and so validated) by the constructor; also the fallback should a
+    /// later thread's client fail to build.
+    first: reqwest::Client,
+    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
+    // TCP_NODELAY: a request is one small write; with Nagle's algorithm a write that
+    // follows an unacknowledged one would wait for the upstream's delayed ACK.
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))
 }
 
 impl HttpTransport {
-    /// A new pool with `connect_timeout`.
+    /// New pools with `connect_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP client cannot be built (its TLS configuration fails to load).
     pub fn new(connect_timeout: Duration) -> Result<Self, Error> {
-        // TCP_NODELAY: a request is one small write; with Nagle's algorithm a write that
-        // follows an unacknowledged one would wait for the upstream's delayed ACK.
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { client })
+        let first = build_client(connect_timeout)?;
+        let per_thread = thread_local::ThreadLocal::new();
+        per_thread.get_or(|| first.clone());
+        Ok(Self {
+            pools: Arc::new(Pools {
+                connect_timeout,
+                first,
+                per_thread,
+            }),
+        })
     }
 
-    /// The process-wide pool for `connect_timeout` (one per distinct timeout).
+    /// The process-wide transport for `connect_timeout` (one per distinct timeout).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
     pub fn shared(connect_timeout: Duration) -> Result<Self, Error> {
         static POOLS: Mutex<Option<HashMap<Duration, HttpTransport>>> = Mutex::new(None);
         let mut pools = POOLS
@@ -64,9 +100,16 @@ impl HttpTransport {
         Ok(t)
     }
 
-    /// The underlying reqwest client.
+    /// The calling thread's client (created on the thread's first call).
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        let p = &*self.pools;
+        match p.per_thread.get_or_try(|| build_client(p.connect_timeout)) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "using the shared HTTP client instead of a per-thread one");
+                &p.first
+            }
+        }
     }
 }
 

@@ -59,6 +59,10 @@ enum Cmd {
         /// The upstream's base URL, e.g. http://127.0.0.1:9100/v1.
         #[arg(long)]
         upstream: String,
+        /// Serve on tokio's work-stealing runtime (the gateway's `[server] runtime =
+        /// "work-stealing"`) instead of one single-threaded runtime per CPU (its default).
+        #[arg(long)]
+        work_stealing: bool,
     },
     /// Send requests at a constant rate to one chat-completions URL and print the latencies.
     Run {
@@ -262,8 +266,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Cmd::Passthrough { listen, upstream } => {
-            let addr = passthrough::spawn(listen, &upstream).await?;
+        Cmd::Passthrough {
+            listen,
+            upstream,
+            work_stealing,
+        } => {
+            let addr = passthrough::spawn(listen, &upstream, work_stealing).await?;
             eprintln!("pass-through on http://{addr}/v1 in front of {upstream}");
             tokio::signal::ctrl_c().await?;
             Ok(())

@@ -1,6 +1,7 @@
 //! A do-nothing pass-through built from the gateway's own HTTP stack: the edge's server
-//! (`llmops_serve::http::bind` and `serve_app`, axum and hyper) and the providers' client
-//! (`HttpTransport`, reqwest). It forwards `POST /v1/chat/completions` to the upstream as
+//! (`llmops_serve::http::bind` and `serve_app_per_core` — or `serve_app` with
+//! `--work-stealing` —, axum and hyper) and the providers' client (`HttpTransport`, reqwest,
+//! one pool per thread), in the gateway's default threading. It forwards `POST /v1/chat/completions` to the upstream as
 //! bytes — no parsing, no pipeline — and streams the answer back.
 //!
 //! Measured in the same run as `llmops serve` (`compare --gateway name=passthrough,...`), it
@@ -16,14 +17,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use llmops_serve::providers::HttpTransport;
 
 struct Upstream {
-    client: reqwest::Client,
+    transport: HttpTransport,
     url: String,
 }
 
 async fn forward(State(up): State<Arc<Upstream>>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut req = up.client.post(&up.url).body(body);
+    let mut req = up.transport.client().post(&up.url).body(body);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct);
     }
@@ -41,14 +43,17 @@ async fn forward(State(up): State<Arc<Upstream>>, headers: HeaderMap, body: Byte
 }
 
 /// Binds the pass-through in front of `upstream` (a base URL ending in `/v1`) and serves it in
-/// the background; returns its address.
-pub(crate) async fn spawn(listen: SocketAddr, upstream: &str) -> anyhow::Result<SocketAddr> {
-    let client = llmops_serve::providers::HttpTransport::new(Duration::from_secs(5))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .client()
-        .clone();
+/// the background — on one single-threaded runtime per CPU like `llmops serve`, or on the
+/// caller's runtime with `work_stealing` —; returns its address.
+pub(crate) async fn spawn(
+    listen: SocketAddr,
+    upstream: &str,
+    work_stealing: bool,
+) -> anyhow::Result<SocketAddr> {
+    let transport =
+        HttpTransport::new(Duration::from_secs(5)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = Arc::new(Upstream {
-        client,
+        transport,
         url: format!("{}/chat/completions", upstream.trim_end_matches('/')),
     });
     let listener = llmops_serve::http::bind(listen, None)?;
@@ -57,7 +62,15 @@ pub(crate) async fn spawn(listen: SocketAddr, upstream: &str) -> anyhow::Result<
         .route("/v1/chat/completions", post(forward))
         .with_state(state);
     tokio::spawn(async move {
-        if let Err(e) = llmops_serve::http::serve_app(listener, app, std::future::pending()).await {
+        let served = if work_stealing {
+            llmops_serve::http::serve_app(listener, app, std::future::pending()).await
+        } else {
+            let workers =
+                std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+            llmops_serve::http::serve_app_per_core(listener, app, workers, std::future::pending())
+                .await
+        };
+        if let Err(e) = served {
             eprintln!("pass-through stopped: {e}");
         }
     });
@@ -91,9 +104,13 @@ mod tests {
         let up = upstream::spawn("127.0.0.1:0".parse().unwrap(), cfg)
             .await
             .unwrap();
-        let pt = spawn("127.0.0.1:0".parse().unwrap(), &format!("http://{up}/v1"))
-            .await
-            .unwrap();
+        let pt = spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            &format!("http://{up}/v1"),
+            false,
+        )
+        .await
+        .unwrap();
         let direct = post(&format!("http://{up}/v1/chat/completions"), REQUEST).await;
         let through = post(&format!("http://{pt}/v1/chat/completions"), REQUEST).await;
         assert_eq!(direct.0, 200);
@@ -119,9 +136,13 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let pt = spawn("127.0.0.1:0".parse().unwrap(), &format!("http://{free}/v1"))
-            .await
-            .unwrap();
+        let pt = spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            &format!("http://{free}/v1"),
+            true,
+        )
+        .await
+        .unwrap();
         let (status, _) = post(&format!("http://{pt}/v1/chat/completions"), REQUEST).await;
         assert_eq!(status, 502);
     }
