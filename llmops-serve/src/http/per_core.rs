@@ -98,12 +98,20 @@ pub async fn serve_app_per_core(
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0usize;
+    let mut stopped_worker = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if let Err(e) = hand_over(stream, peer, &started[next]) {
+                        if started[next].connections.is_closed() {
+                            // A worker only ends early if its server failed or its thread
+                            // panicked: stop serving rather than drop a share of connections.
+                            tracing::error!(worker = next, "an edge worker stopped; shutting down");
+                            stopped_worker = Some(next);
+                            break;
+                        }
                         tracing::warn!(error = %e, %peer, "cannot hand a connection to a worker");
                     }
                     next = (next + 1) % started.len();
@@ -114,7 +122,13 @@ pub async fn serve_app_per_core(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    join(started).await
+    let joined = join(started).await;
+    match stopped_worker {
+        Some(n) if joined.is_ok() => Err(std::io::Error::other(format!(
+            "edge worker thread `llmops-edge-{n}` stopped before shutdown"
+        ))),
+        _ => joined,
+    }
 }
 
 /// Builds worker `n`'s runtime and starts its thread.
