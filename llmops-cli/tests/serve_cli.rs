@@ -126,18 +126,29 @@ fn config_file_serves_its_models() {
         ("one-worker", "workers = 1\n"),
         ("work-stealing", "runtime = \"work-stealing\"\n"),
     ] {
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:9\"\n{threading}[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n"
-            ),
-        )
-        .unwrap();
+        let path = sim_config(
+            &dir,
+            name,
+            &format!("listen = \"127.0.0.1:9\"\n{threading}"),
+        );
         let gw = start(&["--config", path.to_str().unwrap()]);
         let body = http_get(&format!("{}/models", gw.base));
         assert!(body.contains("\"fast\""), "{name}: {body}");
     }
+}
+
+/// Writes `<dir>/<name>.toml`: `[server]` with `server_lines`, and the model `fast` on a
+/// simulated provider.
+fn sim_config(dir: &std::path::Path, name: &str, server_lines: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\n{server_lines}[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n"
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// Minimal HTTP/1.1 GET over a TCP socket (keeps this test free of an HTTP client).
@@ -207,14 +218,7 @@ fn sigterm_stops_the_gateway_cleanly() {
         ("per-core", ""),
         ("work-stealing", "runtime = \"work-stealing\"\n"),
     ] {
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[server]\n{threading}[providers.local]\nkind = \"sim\"\n\n[models.fast]\ntargets = [\"local/sim-1\"]\n"
-            ),
-        )
-        .unwrap();
+        let path = sim_config(&dir, name, threading);
         let mut gw = start(&["--config", path.to_str().unwrap()]);
         // Served once, so that every part of the server has started.
         let body = http_get(&format!("{}/models", gw.base));

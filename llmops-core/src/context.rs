@@ -48,8 +48,9 @@ impl Default for RequestContext {
 impl RequestContext {
     /// A context with a fresh request id and the default tenant.
     pub fn new() -> Self {
+        let mut id = uuid::Uuid::encode_buffer();
         Self {
-            request_id: Arc::from(crate::id::uuid_v7_string()),
+            request_id: Arc::from(&*crate::id::uuid_v7().hyphenated().encode_lower(&mut id)),
             tenant: Arc::from(DEFAULT_TENANT),
             api_key_id: None,
             user: None,

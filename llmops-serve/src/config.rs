@@ -41,7 +41,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub runtime: RuntimeMode,
     /// Threads serving connections with `runtime = "per-core"`. Default: the CPUs available
-    /// to the process (`std::thread::available_parallelism`).
+    /// to the process ([`crate::http::default_workers`]).
     #[serde(default)]
     pub workers: Option<std::num::NonZeroUsize>,
     /// Virtual API keys. When any is configured, every request must carry one of them as a

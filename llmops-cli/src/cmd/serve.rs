@@ -54,9 +54,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
               runtime has one worker per CPU); remove `workers` or the `runtime` setting",
         ));
     }
-    let workers = cfg.server.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
-    });
+    let workers = cfg
+        .server
+        .workers
+        .unwrap_or_else(llmops_serve::http::default_workers);
     // The Prometheus recorder must exist before the first request is measured.
     let (metrics_handle, _) = llmops_observe::prometheus::install()
         .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;

@@ -30,7 +30,7 @@ mod per_core;
 mod shed;
 mod sse;
 
-pub use per_core::serve_app_per_core;
+pub use per_core::{default_workers, serve_app_per_core};
 pub use shed::{Admission, InFlight, SHED_RETRY_AFTER};
 
 use std::future::Future;

@@ -23,6 +23,13 @@ use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The worker count when none is configured: the CPUs available to the process
+/// (`std::thread::available_parallelism`, which honours CPU affinity and cgroup quotas), or 1
+/// where that cannot be read.
+pub fn default_workers() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
 /// A connection on its way from the acceptor to a worker (deregistered from the acceptor's
 /// runtime: the worker registers it with its own).
 type Handoff = (std::net::TcpStream, SocketAddr);

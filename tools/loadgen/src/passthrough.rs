@@ -65,8 +65,7 @@ pub(crate) async fn spawn(
         let served = if work_stealing {
             llmops_serve::http::serve_app(listener, app, std::future::pending()).await
         } else {
-            let workers =
-                std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+            let workers = llmops_serve::http::default_workers();
             llmops_serve::http::serve_app_per_core(listener, app, workers, std::future::pending())
                 .await
         };
